@@ -1,0 +1,35 @@
+"""numlstm: LSTM and GRU language models written by hand in NumPy and Numba.
+
+Layer API (time-major: x (T, B, D), hs (T, B, H), states (B, H)); see docs/ for the equations:
+
+    hs, hT, cT, cache = numlstm.lstm_forward(x, h0, c0, Wx, Wh, b, forget_bias=0.0)
+    dx, dh0, dc0, dWx, dWh, db = numlstm.lstm_backward(dhs, dhT, dcT, cache)
+    hs, hT, cache = numlstm.gru_forward(x, h0, Wx, Wh, bx, bh)
+    dx, dh0, dWx, dWh, dbx, dbh = numlstm.gru_backward(dhs, dhT, cache)
+"""
+
+from .gradcheck import gradcheck, numeric_gradient, relative_error
+from .gru import GRUCache, gru_backward, gru_forward
+from .layers import (
+    dropout_backward,
+    dropout_forward,
+    dropout_mask,
+    embedding_backward,
+    embedding_forward,
+    softmax_xent_forward_backward,
+    softmax_xent_loss,
+)
+from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from .model import LanguageModel
+from .optim import SGD, Adam, clip_by_global_norm, global_norm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LSTMCache", "GRUCache", "LanguageModel", "SGD", "Adam",
+    "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
+    "gru_forward", "gru_backward",
+    "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",
+    "dropout_mask", "softmax_xent_forward_backward", "softmax_xent_loss",
+    "clip_by_global_norm", "global_norm", "gradcheck", "numeric_gradient", "relative_error",
+]  # fmt: skip

@@ -1,0 +1,156 @@
+"""Embedding, dropout and the fused linear + softmax + cross-entropy layer.
+
+Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _checks, kernels
+
+# --------------------------------------------------------------------------------------------
+# Embedding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbeddingCache:
+    """ids (any shape) and the embedding matrix's shape and dtype."""
+
+    ids: np.ndarray
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+
+def embedding_forward(ids: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
+    """(E1) Look up rows of W: ids of any shape S, W (V, E) -> out of shape S + (E,).
+
+    Raises ``ValueError`` for an id outside [0, V) before any memory is read.
+    """
+    W = _checks.float_array("W", W, 2)
+    ids = _checks.token_ids("ids", ids, W.shape[0])
+    return np.take(W, ids, axis=0), EmbeddingCache(ids, W.shape, W.dtype)
+
+
+def embedding_backward(dout: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
+    """(dE1) Scatter-add: dW[k] = sum of dout over positions whose id is k. Returns dW (V, E)."""
+    V, E = cache.shape
+    dout = _checks.float_array("dout", dout, cache.ids.ndim + 1, cache.dtype)
+    _checks.expect_shape("dout", dout, cache.ids.shape + (E,), "ids.shape + (E,)")
+    dW = np.zeros((V, E), cache.dtype)
+    kernels.embedding_scatter_add(dW, cache.ids.reshape(-1), dout.reshape(-1, E))
+    return dW
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout (inverted)
+# --------------------------------------------------------------------------------------------
+
+
+def dropout_mask(
+    shape: tuple[int, ...], keep_prob: float, rng: np.random.Generator, dtype=np.float32
+) -> np.ndarray:
+    """m / p with m ~ Bernoulli(p): the scaled mask of D1 (entries 0 or 1/keep_prob)."""
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator (e.g. np.random.default_rng(0))")
+    dtype = np.dtype(dtype)
+    keep = rng.random(shape, dtype=dtype) < keep_prob
+    return keep.astype(dtype) * dtype.type(1.0 / keep_prob)
+
+
+def dropout_forward(
+    x: np.ndarray,
+    keep_prob: float,
+    rng: np.random.Generator | None = None,
+    *,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(D1) Inverted dropout y = x * m / p. Returns (y, cache) where cache is the scaled mask.
+
+    keep_prob = 1 returns x itself and cache None. Pass ``mask`` (already scaled, same shape as
+    x) to reuse a fixed mask, e.g. for a gradient check; otherwise it is drawn from ``rng``.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype not in _checks.FLOAT_DTYPES:
+        raise TypeError("x must be a float32 or float64 numpy array")
+    if mask is None:
+        if keep_prob == 1.0:
+            return x, None
+        if rng is None:
+            raise ValueError("dropout with keep_prob < 1 needs rng (a numpy.random.Generator)")
+        mask = dropout_mask(x.shape, keep_prob, rng, x.dtype)
+    elif mask.shape != x.shape:
+        raise ValueError(f"mask must have the shape of x {x.shape}, got {mask.shape}")
+    return x * mask, mask
+
+
+def dropout_backward(dy: np.ndarray, cache: np.ndarray | None) -> np.ndarray:
+    """(dD1) dx = dy * m / p, with the mask kept by ``dropout_forward``."""
+    return dy if cache is None else dy * cache
+
+
+# --------------------------------------------------------------------------------------------
+# Fused linear + softmax + cross-entropy
+# --------------------------------------------------------------------------------------------
+
+
+def _check_softmax(h, W, b, targets, batch_size):
+    h = _checks.float_array("h", h, 2)
+    W = _checks.float_array("W", W, 2, h.dtype)
+    b = _checks.float_array("b", b, 1, h.dtype)
+    N, H = h.shape
+    _checks.expect_nonempty("h", h, "(N, H)")
+    V = W.shape[1]
+    _checks.expect_shape("W", W, (H, V), "(H, V)")
+    _checks.expect_shape("b", b, (V,), "(V,)")
+    targets = _checks.token_ids("targets", targets, V, ndim=1)
+    _checks.expect_shape("targets", targets, (N,), "(N,)")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    _checks.expect_finite(h=h, W=W, b=b)
+    return h, W, b, targets
+
+
+def softmax_xent_forward_backward(
+    h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Loss (S1-S3) and its gradients in one pass.
+
+    h (N, H) hidden states, W (H, V), b (V,), targets (N,) int ids, N = T * B.
+    Loss = sum_n -log softmax(h W + b)[n, y_n] / batch_size, TensorFlow's
+    ``sequence_loss_by_example`` summed over time and divided by the batch size.
+
+    Returns (loss, dh (N, H), dW (H, V), db (V,)).
+    """
+    h, W, b, targets = _check_softmax(h, W, b, targets, batch_size)
+    return softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size)
+
+
+def softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size):
+    """``softmax_xent_forward_backward`` without validation."""
+    z = np.matmul(h, W)  # (S1) the one (N, V) buffer; the kernel adds b and turns it into dZ
+    losses = np.empty(h.shape[0], np.float64)
+    kernels.softmax_xent_rows(z, b, targets, 1.0 / batch_size, losses)  # S2, S3, dS3, dS2
+    dW = np.matmul(h.T, z)  # (dS1)
+    db = z.sum(axis=0)  # (dS1)
+    dh = np.matmul(z, W.T)  # (dS1)
+    return float(losses.sum()) / batch_size, dh, dW, db
+
+
+def softmax_xent_loss(
+    h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
+) -> float:
+    """The loss of ``softmax_xent_forward_backward`` alone (S1-S3), for evaluation."""
+    h, W, b, targets = _check_softmax(h, W, b, targets, batch_size)
+    return softmax_xent_loss_unchecked(h, W, b, targets, batch_size)
+
+
+def softmax_xent_loss_unchecked(h, W, b, targets, batch_size):
+    z = np.matmul(h, W)  # (S1)
+    losses = np.empty(h.shape[0], np.float64)
+    kernels.softmax_xent_loss_rows(z, b, targets, losses)  # S1 bias, S2, S3
+    return float(losses.sum()) / batch_size

@@ -1,0 +1,264 @@
+"""The stacked recurrent language model of Zaremba et al. (2014) / the TensorFlow PTB tutorial.
+
+    ids (B, T) -> embedding (E1) -> dropout (D1)
+               -> L x [LSTM (L1-L6) or GRU (G1-G5)] each followed by dropout (D1)
+               -> linear + softmax + cross-entropy (S1-S3)
+
+Dropout is applied only to the non-recurrent connections (between layers, never on h -> h).
+The state (the final h, c of each layer) is returned by every call so that the caller can
+pass it to the next batch: truncated backpropagation through time carries the *state* across
+batches but not the gradient. See ``docs/layers.md`` (section "Stacked language model").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _checks, kernels
+from .gru import gru_backward_unchecked, gru_forward_unchecked
+from .layers import (
+    dropout_backward,
+    dropout_forward,
+    softmax_xent_forward_backward_unchecked,
+    softmax_xent_loss_unchecked,
+)
+from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
+
+State = list[tuple[np.ndarray, ...]]
+CELLS = ("lstm", "gru")
+
+
+@dataclass
+class _Pass:
+    """Everything the backward pass needs from one forward pass."""
+
+    ids: np.ndarray  # (T, B) time-major token ids
+    masks: list = field(default_factory=list)  # dropout masks: embedding, then each layer
+    caches: list = field(default_factory=list)  # one LSTMCache / GRUCache per layer
+
+
+class LanguageModel:
+    """Embedding -> stacked LSTM/GRU -> softmax word model.
+
+    Parameters
+    ----------
+    vocab_size : V. hidden_size : H (also the embedding size, as in the tutorial).
+    num_layers : L. cell : "lstm" or "gru".
+    init_scale : weights are drawn uniformly from [-init_scale, init_scale]; the recurrent
+        layers' biases start at zero (TensorFlow BasicLSTMCell / GRUCell defaults).
+    forget_bias : added to the LSTM forget gate (the PTB configs use 0.0).
+    reset_after : GRU form (True: cuDNN, False: Cho et al. 2014), see ``gru_forward``.
+    dtype : np.float32 for training, np.float64 for gradient checks.
+    seed : seed of the initialisation.
+
+    ``params`` maps names to arrays: "embedding" (V, H); per layer l, "l{l}.Wx", "l{l}.Wh" and
+    "l{l}.b" (LSTM) or "l{l}.bx", "l{l}.bh" (GRU); "softmax_w" (H, V), "softmax_b" (V,).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        cell: str = "lstm",
+        init_scale: float = 0.1,
+        forget_bias: float = 0.0,
+        reset_after: bool = True,
+        dtype: type | np.dtype = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):  # fmt: skip
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        dtype = np.dtype(dtype)
+        if dtype not in _checks.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.cell, self.forget_bias, self.reset_after = cell, float(forget_bias), reset_after
+        self.dtype = dtype
+        self.init_scale = float(init_scale)
+
+        rng = np.random.default_rng(seed)
+        V, H, G = vocab_size, hidden_size, 4 if cell == "lstm" else 3
+
+        def uniform(*shape: int) -> np.ndarray:
+            return rng.uniform(-init_scale, init_scale, shape).astype(dtype)
+
+        p: dict[str, np.ndarray] = {"embedding": uniform(V, H)}
+        for layer in range(num_layers):
+            p[f"l{layer}.Wx"] = uniform(H, G * H)
+            p[f"l{layer}.Wh"] = uniform(H, G * H)
+            if cell == "lstm":
+                p[f"l{layer}.b"] = np.zeros(G * H, dtype)
+            else:
+                p[f"l{layer}.bx"] = np.zeros(G * H, dtype)
+                p[f"l{layer}.bh"] = np.zeros(G * H, dtype)
+        p["softmax_w"] = uniform(H, V)
+        p["softmax_b"] = uniform(V)
+        self.params = p
+
+    # ---------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        """The constructor arguments that define the architecture (for checkpoints)."""
+        return {
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers, "cell": self.cell, "forget_bias": self.forget_bias,
+            "reset_after": self.reset_after, "dtype": self.dtype.name,
+            "init_scale": self.init_scale,
+        }  # fmt: skip
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state: per layer (h, c) for LSTM or (h,) for GRU, each (batch_size, H)."""
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        n = 2 if self.cell == "lstm" else 1
+        shape = (batch_size, self.hidden_size)
+        return [
+            tuple(np.zeros(shape, self.dtype) for _ in range(n)) for _ in range(self.num_layers)
+        ]
+
+    # ---------------------------------------------------------------------------------------
+    def _check_inputs(self, x, y, state):
+        x = _checks.token_ids("x", x, self.vocab_size, ndim=2)
+        if y is not None:
+            y = _checks.token_ids("y", y, self.vocab_size, ndim=2)
+            if y.shape != x.shape:
+                raise ValueError(f"y must have the shape of x (B, T) = {x.shape}, got {y.shape}")
+        B = x.shape[0]
+        if not isinstance(state, Sequence) or len(state) != self.num_layers:
+            raise ValueError(f"state must be a list of {self.num_layers} per-layer tuples "
+                             "(use model.init_state(batch_size))")  # fmt: skip
+        n = 2 if self.cell == "lstm" else 1
+        for layer, s in enumerate(state):
+            if len(s) != n:
+                raise ValueError(f"state[{layer}] must hold {n} arrays for a {self.cell} layer")
+            for a in s:
+                if not isinstance(a, np.ndarray) or a.shape != (B, self.hidden_size):
+                    raise ValueError(
+                        f"state[{layer}] arrays must have shape (B, H) = {(B, self.hidden_size)}"
+                        f" to match x of batch size {B}, got {getattr(a, 'shape', None)}"
+                    )
+                if a.dtype != self.dtype:
+                    raise TypeError(f"state[{layer}] must be {self.dtype}, got {a.dtype}")
+        return x, y
+
+    def _forward(self, x, state, keep_prob, rng, masks):
+        """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass)."""
+        p = self.params
+        ids = np.ascontiguousarray(x.T)  # (T, B): the layers are time-major
+        fw = _Pass(ids)
+        inp = np.take(p["embedding"], ids, axis=0)  # (E1) (T, B, H)
+        mask_iter = iter(masks) if masks is not None else None
+
+        def drop(a):
+            if mask_iter is not None:
+                out, m = dropout_forward(a, keep_prob, mask=next(mask_iter))
+            else:
+                out, m = dropout_forward(a, keep_prob, rng)  # (D1)
+            fw.masks.append(m)
+            return out
+
+        inp = drop(inp)
+        new_state: State = []
+        for layer in range(self.num_layers):
+            if self.cell == "lstm":
+                h0, c0 = state[layer]
+                hs, hT, cT, cache = lstm_forward_unchecked(
+                    inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
+                    self.forget_bias)  # fmt: skip
+                new_state.append((hT, cT))
+            else:
+                (h0,) = state[layer]
+                hs, hT, cache = gru_forward_unchecked(
+                    inp, h0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.bx"],
+                    p[f"l{layer}.bh"], self.reset_after)  # fmt: skip
+                new_state.append((hT,))
+            fw.caches.append(cache)
+            inp = drop(hs)
+        return inp, new_state, fw
+
+    def _check_dropout(self, keep_prob, rng, masks):
+        if not 0.0 < keep_prob <= 1.0:
+            raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
+        if keep_prob < 1.0 and rng is None and masks is None:
+            raise ValueError("keep_prob < 1 needs rng (a numpy.random.Generator) for dropout")
+
+    # ---------------------------------------------------------------------------------------
+    def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
+        """Evaluation loss (no dropout): sum of -log p(y) over the (B, T) batch, divided by B.
+
+        x, y : (B, T) int token ids (y = x shifted by one). Returns (loss, final state).
+        Mean cross-entropy per word = loss / T; perplexity = exp(sum of losses / sum of T).
+        """
+        x, y = self._check_inputs(x, y, state)
+        B, T = x.shape
+        top, new_state, _ = self._forward(x, state, 1.0, None, None)
+        targets = np.ascontiguousarray(y.T).reshape(-1)
+        loss = softmax_xent_loss_unchecked(
+            top.reshape(T * B, -1), self.params["softmax_w"], self.params["softmax_b"], targets, B
+        )
+        return loss, new_state
+
+    def loss_and_grads(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        keep_prob: float = 1.0,
+        rng: np.random.Generator | None = None,
+        *,
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[float, dict[str, np.ndarray], State]:
+        """Training step's loss (as ``loss``) and gradients of every parameter.
+
+        keep_prob < 1 applies dropout with masks drawn from ``rng``; ``masks`` (one per dropout
+        site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
+        for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
+
+        Returns (loss, grads with the keys of ``params``, final state).
+        """
+        self._check_dropout(keep_prob, rng, masks)
+        x, y = self._check_inputs(x, y, state)
+        B, T = x.shape
+        H, p = self.hidden_size, self.params
+        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks)
+        targets = np.ascontiguousarray(y.T).reshape(-1)
+        loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B
+        )  # S1-S3 and their backward
+        grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
+        d = dh.reshape(T, B, H)
+        zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch
+        for layer in range(self.num_layers - 1, -1, -1):
+            d = np.ascontiguousarray(dropout_backward(d, fw.masks[layer + 1]))  # dD1
+            if self.cell == "lstm":
+                d, _, _, dWx, dWh, db = lstm_backward_unchecked(d, zeros, zeros, fw.caches[layer])
+                grads[f"l{layer}.b"] = db
+            else:
+                d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(d, zeros, fw.caches[layer])
+                grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
+            grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
+        d = dropout_backward(d, fw.masks[0])  # dD1
+        demb = np.zeros_like(p["embedding"])
+        kernels.embedding_scatter_add(demb, fw.ids.reshape(-1), d.reshape(T * B, H))  # dE1
+        grads["embedding"] = demb
+        return loss, {k: grads[k] for k in p}, new_state
+
+    def logits(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """Unnormalised next-word scores (B, T, V) for every position of x (B, T), no dropout."""
+        x, _ = self._check_inputs(x, None, state)
+        B, T = x.shape
+        top, new_state, _ = self._forward(x, state, 1.0, None, None)
+        z = np.matmul(top.reshape(T * B, -1), self.params["softmax_w"])  # (S1)
+        z += self.params["softmax_b"]
+        return np.ascontiguousarray(z.reshape(T, B, -1).transpose(1, 0, 2)), new_state
+
+    def num_parameters(self) -> int:
+        return int(sum(a.size for a in self.params.values()))
