@@ -8,6 +8,14 @@ Layer API (time-major: x (T, B, D), hs (T, B, H), states (B, H)); see docs/ for 
     dx, dh0, dWx, dWh, dbx, dbh = numlstm.gru_backward(dhs, dhT, cache)
 """
 
+import os as _os
+
+# Numba's OpenMP threads spin after each parallel kernel by default and then compete with
+# OpenBLAS's threads for the same cores; sleeping instead measured 5,100 -> 6,300 words/s on the
+# PTB small model (2 cores; docs/performance.md). Only a default: a value the user set wins, and
+# it must be set before Numba starts its threads, i.e. before the first kernel runs.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .gradcheck import gradcheck, numeric_gradient, relative_error
 from .gru import GRUCache, gru_backward, gru_forward
 from .layers import (
@@ -22,11 +30,12 @@ from .layers import (
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .model import LanguageModel
 from .optim import SGD, Adam, clip_by_global_norm, global_norm
+from .workspace import Workspace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LSTMCache", "GRUCache", "LanguageModel", "SGD", "Adam",
+    "LSTMCache", "GRUCache", "LanguageModel", "Workspace", "SGD", "Adam",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
     "gru_forward", "gru_backward",
     "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",

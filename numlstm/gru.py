@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
+from .workspace import FRESH, Workspace
 
 
 @dataclass
@@ -84,28 +85,30 @@ def gru_forward(
     return gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, bool(reset_after))
 
 
-def gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, reset_after=True):
-    """``gru_forward`` without validation."""
+def gru_forward_unchecked(
+    x, h0, Wx, Wh, bx, bh, reset_after=True, ws: Workspace = FRESH, tag: str = "gru"
+):
+    """``gru_forward`` without validation; ``ws``/``tag`` say where buffers come from."""
     T, B, D = x.shape
     H = h0.shape[1]
     dt = x.dtype
     # (G1) input projection of all T steps in one GEMM, bx added once.
-    ax = np.matmul(x.reshape(T * B, D), Wx)
+    ax = ws.empty(tag + ".ax", (T, B, 3 * H), dt)
+    np.matmul(x.reshape(T * B, D), Wx, out=ax.reshape(T * B, 3 * H))
     ax += bx
-    ax = ax.reshape(T, B, 3 * H)
-    gates = np.empty((T, B, 3 * H), dt)
-    h = np.empty((T + 1, B, H), dt)
-    aux = np.empty((T, B, H), dt)
+    gates = ws.empty(tag + ".gates", (T, B, 3 * H), dt)
+    h = ws.empty(tag + ".h", (T + 1, B, H), dt)
+    aux = ws.empty(tag + ".aux", (T, B, H), dt)
     h[0] = h0
     if reset_after:
-        ahw = np.empty((B, 3 * H), dt)
+        ahw = ws.empty(tag + ".ahw", (B, 3 * H), dt)
         for t in range(T):
             np.matmul(h[t], Wh, out=ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
             kernels.gru_cell_forward(ax[t], ahw, bh, h[t], gates[t], aux[t], h[t + 1])  # G3-G5
     else:
         Wh_rz, Wh_n = Wh[:, : 2 * H], Wh[:, 2 * H :]
-        ahw_rz = np.empty((B, 2 * H), dt)
-        ahw_n = np.empty((B, H), dt)
+        ahw_rz = ws.empty(tag + ".ahw_rz", (B, 2 * H), dt)
+        ahw_n = ws.empty(tag + ".ahw_n", (B, H), dt)
         for t in range(T):
             np.matmul(h[t], Wh_rz, out=ahw_rz)  # (G2c) h_{t-1} Wh_rz
             kernels.gru_rz_forward(ax[t], ahw_rz, bh, h[t], gates[t], aux[t])  # G3, r * h
@@ -142,18 +145,19 @@ def gru_backward(
     return gru_backward_unchecked(dhs, dhT, cache)
 
 
-def gru_backward_unchecked(dhs, dhT, cache: GRUCache):
+def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag: str = "gru"):
     """``gru_backward`` without validation."""
     x, Wx, Wh, h = cache.x, cache.Wx, cache.Wh, cache.h
     T, B, D = x.shape
     H = Wh.shape[0]
     dt = x.dtype
-    dh = np.array(dhT, dtype=dt, copy=True)  # gradient on h_t arriving from step t+1
-    dh_prev = np.empty((B, H), dt)
-    dax = np.empty((T, B, 3 * H), dt)
+    dh = ws.empty(tag + ".dh", (B, H), dt)  # gradient on h_t arriving from step t+1
+    dh[...] = dhT
+    dh_prev = ws.empty(tag + ".dh_prev", (B, H), dt)
+    dax = ws.empty(tag + ".dax", (T, B, 3 * H), dt)
     Hprev = h[:T].reshape(T * B, H)
     if cache.reset_after:
-        dah = np.empty((T, B, 3 * H), dt)
+        dah = ws.empty(tag + ".dah", (T, B, 3 * H), dt)
         WhT = Wh.T
         for t in range(T - 1, -1, -1):
             # dG5-dG3: gradients on the pre-activations, and dh_{t-1}'s direct part dh * z.
@@ -163,12 +167,12 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache):
             np.matmul(dah[t], WhT, out=dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
             dh += dh_prev  # ... + dh * z (dG5)
         dAh = dah.reshape(T * B, 3 * H)
-        dWh = np.matmul(Hprev.T, dAh)  # (dG2) sum_t h_{t-1}^T dah_t
-        dbh = dAh.sum(axis=0)  # (dG2)
+        dWh = np.matmul(Hprev.T, dAh, out=ws.empty(tag + ".dWh", Wh.shape, dt))  # (dG2)
+        dbh = np.sum(dAh, axis=0, out=ws.empty(tag + ".dbh", (3 * H,), dt))  # (dG2)
     else:
         # In this form dAx = dAh for every gate block, so one buffer (dax) serves both.
         Wh_rzT, Wh_nT = Wh[:, : 2 * H].T, Wh[:, 2 * H :].T
-        drh = np.empty((B, H), dt)
+        drh = ws.empty(tag + ".drh", (B, H), dt)
         for t in range(T - 1, -1, -1):
             kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
             np.matmul(dax[t, :, 2 * H :], Wh_nT, out=drh)  # (dG4c) d(r*h) = da_n Wh_n^T
@@ -176,12 +180,17 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache):
             np.matmul(dax[t, :, : 2 * H], Wh_rzT, out=dh)  # (dG2c) da_rz Wh_rz^T ...
             dh += dh_prev  # ... + dh * z + d(r*h) * r
         dA = dax.reshape(T * B, 3 * H)
-        dWh = np.empty_like(Wh)
+        dWh = ws.empty(tag + ".dWh", Wh.shape, dt)
         np.matmul(Hprev.T, dA[:, : 2 * H], out=dWh[:, : 2 * H])  # (dG2c)
         np.matmul(cache.aux.reshape(T * B, H).T, dA[:, 2 * H :], out=dWh[:, 2 * H :])  # (dG4c)
-        dbh = dA.sum(axis=0)
+        dbh = np.sum(dA, axis=0, out=ws.empty(tag + ".dbh", (3 * H,), dt))
     dAx = dax.reshape(T * B, 3 * H)
-    dWx = np.matmul(x.reshape(T * B, D).T, dAx)  # (dG1)
-    dbx = dAx.sum(axis=0) if cache.reset_after else dbh.copy()  # (dG1)
-    dx = np.matmul(dAx, Wx.T).reshape(T, B, D)  # (dG1)
+    dWx = np.matmul(x.reshape(T * B, D).T, dAx, out=ws.empty(tag + ".dWx", Wx.shape, dt))  # dG1
+    dbx = ws.empty(tag + ".dbx", (3 * H,), dt)
+    if cache.reset_after:
+        np.sum(dAx, axis=0, out=dbx)  # (dG1)
+    else:
+        dbx[...] = dbh  # (dG1) the same gradient in this form
+    dx = ws.empty(tag + ".dx", (T, B, D), dt)
+    np.matmul(dAx, Wx.T, out=dx.reshape(T * B, D))  # (dG1)
     return dx, dh, dWx, dWh, dbx, dbh

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
+from .workspace import FRESH, Workspace
 
 # --------------------------------------------------------------------------------------------
 # Embedding
@@ -130,14 +131,19 @@ def softmax_xent_forward_backward(
     return softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size)
 
 
-def softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size):
+def softmax_xent_forward_backward_unchecked(
+    h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax"
+):
     """``softmax_xent_forward_backward`` without validation."""
-    z = np.matmul(h, W)  # (S1) the one (N, V) buffer; the kernel adds b and turns it into dZ
-    losses = np.empty(h.shape[0], np.float64)
+    N, V = h.shape[0], W.shape[1]
+    dt = h.dtype
+    # (S1) the one (N, V) buffer; the kernel adds b and turns it into dZ in place.
+    z = np.matmul(h, W, out=ws.empty(tag + ".z", (N, V), dt))
+    losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
     kernels.softmax_xent_rows(z, b, targets, 1.0 / batch_size, losses)  # S2, S3, dS3, dS2
-    dW = np.matmul(h.T, z)  # (dS1)
-    db = z.sum(axis=0)  # (dS1)
-    dh = np.matmul(z, W.T)  # (dS1)
+    dW = np.matmul(h.T, z, out=ws.empty(tag + ".dW", W.shape, dt))  # (dS1)
+    db = np.sum(z, axis=0, out=ws.empty(tag + ".db", (V,), dt))  # (dS1)
+    dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", h.shape, dt))  # (dS1)
     return float(losses.sum()) / batch_size, dh, dW, db
 
 
@@ -149,8 +155,8 @@ def softmax_xent_loss(
     return softmax_xent_loss_unchecked(h, W, b, targets, batch_size)
 
 
-def softmax_xent_loss_unchecked(h, W, b, targets, batch_size):
-    z = np.matmul(h, W)  # (S1)
-    losses = np.empty(h.shape[0], np.float64)
+def softmax_xent_loss_unchecked(h, W, b, targets, batch_size, ws: Workspace = FRESH):
+    z = np.matmul(h, W, out=ws.empty("softmax.z", (h.shape[0], W.shape[1]), h.dtype))  # (S1)
+    losses = ws.empty("softmax.losses", (h.shape[0],), np.dtype(np.float64))
     kernels.softmax_xent_loss_rows(z, b, targets, losses)  # S1 bias, S2, S3
     return float(losses.sum()) / batch_size

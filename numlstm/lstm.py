@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
+from .workspace import FRESH, Workspace
 
 
 @dataclass
@@ -82,23 +83,29 @@ def lstm_forward(
     cache : LSTMCache for ``lstm_backward``.
     """
     x, h0, c0, Wx, Wh, b = _check_lstm(x, h0, c0, Wx, Wh, b)
-    return lstm_forward_unchecked(x, h0, c0, Wx, Wh, b, float(forget_bias))
+    return lstm_forward_unchecked(x, h0, c0, Wx, Wh, b, forget_bias)
 
 
-def lstm_forward_unchecked(x, h0, c0, Wx, Wh, b, forget_bias=0.0):
-    """``lstm_forward`` without validation, for callers that already checked the arguments."""
+def lstm_forward_unchecked(
+    x, h0, c0, Wx, Wh, b, forget_bias=0.0, ws: Workspace = FRESH, tag: str = "lstm"
+):
+    """``lstm_forward`` without validation, for callers that already checked the arguments.
+
+    ``ws``/``tag``: where to take the buffers from (see ``workspace.py``).
+    """
     T, B, D = x.shape
     H = h0.shape[1]
     dt = x.dtype
     # (L1) input projection of all T steps in one GEMM: (T*B, D) @ (D, 4H), bias added once.
-    ax = np.matmul(x.reshape(T * B, D), Wx)
+    ax = ws.empty(tag + ".ax", (T, B, 4 * H), dt)
+    np.matmul(x.reshape(T * B, D), Wx, out=ax.reshape(T * B, 4 * H))
     ax += b
-    ax = ax.reshape(T, B, 4 * H)
-    gates = np.empty((T, B, 4 * H), dt)
-    h = np.empty((T + 1, B, H), dt)
-    c = np.empty((T + 1, B, H), dt)
-    tc = np.empty((T, B, H), dt)
-    ah = np.empty((B, 4 * H), dt)
+    gates = ws.empty(tag + ".gates", (T, B, 4 * H), dt)
+    h = ws.empty(tag + ".h", (T + 1, B, H), dt)
+    c = ws.empty(tag + ".c", (T + 1, B, H), dt)
+    tc = ws.empty(tag + ".tc", (T, B, H), dt)
+    ah = ws.empty(tag + ".ah", (B, 4 * H), dt)
+    forget_bias = dt.type(forget_bias)  # a Python float would turn float32 math into float64
     h[0] = h0
     c[0] = c0
     for t in range(T):
@@ -140,25 +147,29 @@ def lstm_backward(
     return lstm_backward_unchecked(dhs, dhT, dcT, cache)
 
 
-def lstm_backward_unchecked(dhs, dhT, dcT, cache: LSTMCache):
+def lstm_backward_unchecked(dhs, dhT, dcT, cache: LSTMCache, ws: Workspace = FRESH, tag="lstm"):
     """``lstm_backward`` without validation."""
     x, Wx, Wh = cache.x, cache.Wx, cache.Wh
     T, B, D = x.shape
     H = Wh.shape[0]
     dt = x.dtype
-    da = np.empty((T, B, 4 * H), dt)
-    dh = np.array(dhT, dtype=dt, copy=True)  # gradient on h_t arriving from step t+1
-    dc = np.array(dcT, dtype=dt, copy=True)  # gradient on c_t arriving from step t+1
+    da = ws.empty(tag + ".da", (T, B, 4 * H), dt)
+    dh = ws.empty(tag + ".dh", (B, H), dt)  # gradient on h_t arriving from step t+1
+    dc = ws.empty(tag + ".dc", (B, H), dt)  # gradient on c_t arriving from step t+1
+    dh[...] = dhT
+    dc[...] = dcT
     WhT = Wh.T  # a transposed view: BLAS reads it without a copy
     for t in range(T - 1, -1, -1):
         # dL6-dL3: da[t] from dh = dhs[t] + dh_next; dc becomes dc_{t-1} in place.
         kernels.lstm_cell_backward(dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t])
         np.matmul(da[t], WhT, out=dh)  # (dL2) dh_{t-1} = da_t Wh^T
     dA = da.reshape(T * B, 4 * H)
-    dWh = np.matmul(cache.h[:T].reshape(T * B, H).T, dA)  # (dL2) sum_t h_{t-1}^T da_t
-    dWx = np.matmul(x.reshape(T * B, D).T, dA)  # (dL1) sum_t x_t^T da_t
-    db = dA.sum(axis=0)  # (dL1)
-    dx = np.matmul(dA, Wx.T).reshape(T, B, D)  # (dL1)
+    dWh = np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=ws.empty(tag + ".dWh", Wh.shape, dt))
+    dWx = np.matmul(x.reshape(T * B, D).T, dA, out=ws.empty(tag + ".dWx", Wx.shape, dt))
+    db = np.sum(dA, axis=0, out=ws.empty(tag + ".db", (4 * H,), dt))  # (dL1)
+    dx = ws.empty(tag + ".dx", (T, B, D), dt)
+    np.matmul(dA, Wx.T, out=dx.reshape(T * B, D))  # (dL1) dX = dA Wx^T
+    # (dL2) dWh = sum_t h_{t-1}^T da_t and (dL1) dWx = sum_t x_t^T da_t: one GEMM each.
     return dx, dh, dc, dWx, dWh, db
 
 

@@ -26,6 +26,7 @@ from .layers import (
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
+from .workspace import Workspace
 
 State = list[tuple[np.ndarray, ...]]
 CELLS = ("lstm", "gru")
@@ -103,6 +104,10 @@ class LanguageModel:
         p["softmax_w"] = uniform(H, V)
         p["softmax_b"] = uniform(V)
         self.params = p
+        # Reused buffers (see workspace.py): one set for training steps, one for evaluation,
+        # so that alternating shapes (B=20 training, B=1 test) never reallocate.
+        self._ws_train = Workspace()
+        self._ws_eval = Workspace()
 
     # ---------------------------------------------------------------------------------------
     def config(self) -> dict:
@@ -149,7 +154,7 @@ class LanguageModel:
                     raise TypeError(f"state[{layer}] must be {self.dtype}, got {a.dtype}")
         return x, y
 
-    def _forward(self, x, state, keep_prob, rng, masks):
+    def _forward(self, x, state, keep_prob, rng, masks, ws):
         """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass)."""
         p = self.params
         ids = np.ascontiguousarray(x.T)  # (T, B): the layers are time-major
@@ -172,13 +177,13 @@ class LanguageModel:
                 h0, c0 = state[layer]
                 hs, hT, cT, cache = lstm_forward_unchecked(
                     inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
-                    self.forget_bias)  # fmt: skip
+                    self.forget_bias, ws, f"l{layer}")  # fmt: skip
                 new_state.append((hT, cT))
             else:
                 (h0,) = state[layer]
                 hs, hT, cache = gru_forward_unchecked(
                     inp, h0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.bx"],
-                    p[f"l{layer}.bh"], self.reset_after)  # fmt: skip
+                    p[f"l{layer}.bh"], self.reset_after, ws, f"l{layer}")  # fmt: skip
                 new_state.append((hT,))
             fw.caches.append(cache)
             inp = drop(hs)
@@ -191,19 +196,32 @@ class LanguageModel:
             raise ValueError("keep_prob < 1 needs rng (a numpy.random.Generator) for dropout")
 
     # ---------------------------------------------------------------------------------------
-    def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
-        """Evaluation loss (no dropout): sum of -log p(y) over the (B, T) batch, divided by B.
+    def loss(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        keep_prob: float = 1.0,
+        rng: np.random.Generator | None = None,
+        *,
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[float, State]:
+        """Loss of a (B, T) batch: sum of -log p(y) over all B * T words, divided by B.
 
         x, y : (B, T) int token ids (y = x shifted by one). Returns (loss, final state).
         Mean cross-entropy per word = loss / T; perplexity = exp(sum of losses / sum of T).
+        Evaluation uses the default keep_prob = 1 (no dropout); ``keep_prob``/``rng``/``masks``
+        are as in ``loss_and_grads``, so a gradient check can evaluate the training loss.
         """
+        self._check_dropout(keep_prob, rng, masks)
         x, y = self._check_inputs(x, y, state)
         B, T = x.shape
-        top, new_state, _ = self._forward(x, state, 1.0, None, None)
+        ws = self._ws_eval
+        top, new_state, _ = self._forward(x, state, keep_prob, rng, masks, ws)
         targets = np.ascontiguousarray(y.T).reshape(-1)
         loss = softmax_xent_loss_unchecked(
-            top.reshape(T * B, -1), self.params["softmax_w"], self.params["softmax_b"], targets, B
-        )
+            top.reshape(T * B, -1), self.params["softmax_w"], self.params["softmax_b"], targets,
+            B, ws)  # fmt: skip
         return loss, new_state
 
     def loss_and_grads(
@@ -222,16 +240,18 @@ class LanguageModel:
         site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
         for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
 
-        Returns (loss, grads with the keys of ``params``, final state).
+        Returns (loss, grads with the keys of ``params``, final state). The gradient arrays are
+        buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
+        keeps a step free of large allocations); copy them to keep them.
         """
         self._check_dropout(keep_prob, rng, masks)
         x, y = self._check_inputs(x, y, state)
         B, T = x.shape
-        H, p = self.hidden_size, self.params
-        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks)
+        H, p, ws = self.hidden_size, self.params, self._ws_train
+        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
         targets = np.ascontiguousarray(y.T).reshape(-1)
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B, ws
         )  # S1-S3 and their backward
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
         d = dh.reshape(T, B, H)
@@ -239,14 +259,16 @@ class LanguageModel:
         for layer in range(self.num_layers - 1, -1, -1):
             d = np.ascontiguousarray(dropout_backward(d, fw.masks[layer + 1]))  # dD1
             if self.cell == "lstm":
-                d, _, _, dWx, dWh, db = lstm_backward_unchecked(d, zeros, zeros, fw.caches[layer])
+                d, _, _, dWx, dWh, db = lstm_backward_unchecked(
+                    d, zeros, zeros, fw.caches[layer], ws, f"l{layer}")  # fmt: skip
                 grads[f"l{layer}.b"] = db
             else:
-                d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(d, zeros, fw.caches[layer])
+                d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(
+                    d, zeros, fw.caches[layer], ws, f"l{layer}")  # fmt: skip
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
         d = dropout_backward(d, fw.masks[0])  # dD1
-        demb = np.zeros_like(p["embedding"])
+        demb = ws.zeros("embedding.grad", p["embedding"].shape, self.dtype)
         kernels.embedding_scatter_add(demb, fw.ids.reshape(-1), d.reshape(T * B, H))  # dE1
         grads["embedding"] = demb
         return loss, {k: grads[k] for k in p}, new_state
@@ -255,7 +277,7 @@ class LanguageModel:
         """Unnormalised next-word scores (B, T, V) for every position of x (B, T), no dropout."""
         x, _ = self._check_inputs(x, None, state)
         B, T = x.shape
-        top, new_state, _ = self._forward(x, state, 1.0, None, None)
+        top, new_state, _ = self._forward(x, state, 1.0, None, None, self._ws_eval)
         z = np.matmul(top.reshape(T * B, -1), self.params["softmax_w"])  # (S1)
         z += self.params["softmax_b"]
         return np.ascontiguousarray(z.reshape(T, B, -1).transpose(1, 0, 2)), new_state
