@@ -29,7 +29,7 @@ from .layers import (
 )
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .model import LanguageModel
-from .optim import SGD, Adam, clip_by_global_norm, global_norm
+from .optim import SGD, Adam, clip_by_global_norm, clip_factor, global_norm
 from .workspace import Workspace
 
 __version__ = "0.1.0"
@@ -40,5 +40,6 @@ __all__ = [
     "gru_forward", "gru_backward",
     "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",
     "dropout_mask", "softmax_xent_forward_backward", "softmax_xent_loss",
-    "clip_by_global_norm", "global_norm", "gradcheck", "numeric_gradient", "relative_error",
+    "clip_by_global_norm", "clip_factor", "global_norm",
+    "gradcheck", "numeric_gradient", "relative_error",
 ]  # fmt: skip

@@ -156,7 +156,13 @@ def softmax_xent_loss(
 
 
 def softmax_xent_loss_unchecked(h, W, b, targets, batch_size, ws: Workspace = FRESH):
-    z = np.matmul(h, W, out=ws.empty("softmax.z", (h.shape[0], W.shape[1]), h.dtype))  # (S1)
+    z = ws.empty("softmax.z", (h.shape[0], W.shape[1]), h.dtype)
+    if h.shape[0] == 1:
+        # (S1) as a matrix-vector product: OpenBLAS's multithreaded GEMM with one row was
+        # measured 10-50x slower than GEMV on 2 cores (batch-1 evaluation).
+        np.dot(h[0], W, out=z[0])
+    else:
+        np.matmul(h, W, out=z)  # (S1)
     losses = ws.empty("softmax.losses", (h.shape[0],), np.dtype(np.float64))
     kernels.softmax_xent_loss_rows(z, b, targets, losses)  # S1 bias, S2, S3
     return float(losses.sum()) / batch_size

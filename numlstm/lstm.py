@@ -109,7 +109,10 @@ def lstm_forward_unchecked(
     h[0] = h0
     c[0] = c0
     for t in range(T):
-        np.matmul(h[t], Wh, out=ah)  # (L2) recurrent GEMM h_{t-1} Wh
+        if B == 1:
+            np.dot(h[t, 0], Wh, out=ah[0])  # (L2) as GEMV: 1-row GEMM is slow in OpenBLAS
+        else:
+            np.matmul(h[t], Wh, out=ah)  # (L2) recurrent GEMM h_{t-1} Wh
         kernels.lstm_cell_forward(ax[t], ah, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1])
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward

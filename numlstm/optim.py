@@ -34,13 +34,22 @@ def clip_by_global_norm(grads: MutableMapping[str, np.ndarray], max_norm: float)
     if not max_norm > 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
     norm = global_norm(grads)
-    if not math.isfinite(norm):
-        raise FloatingPointError(f"gradient global norm is {norm}: the loss has diverged")
-    if norm > max_norm:
-        scale = max_norm / norm
+    scale = clip_factor(norm, max_norm)
+    if scale != 1.0:
         for g in grads.values():
             g *= g.dtype.type(scale)
     return norm
+
+
+def clip_factor(norm: float, max_norm: float) -> float:
+    """(O2) the factor max_norm / max(norm, max_norm) that clipping multiplies gradients by.
+
+    ``SGD.step(grads, grad_scale=clip_factor(norm, max_norm))`` applies clipping and the update
+    in one pass over the gradients instead of two.
+    """
+    if not math.isfinite(norm):
+        raise FloatingPointError(f"gradient global norm is {norm}: the loss has diverged")
+    return max_norm / norm if norm > max_norm else 1.0
 
 
 def _check_matching(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
@@ -62,10 +71,11 @@ class SGD:
         self.params = params
         self.lr = float(lr)
 
-    def step(self, grads: Mapping[str, np.ndarray]) -> None:
+    def step(self, grads: Mapping[str, np.ndarray], grad_scale: float = 1.0) -> None:
+        """p <- p - lr * grad_scale * g; grad_scale carries a clip factor (O2) into the update."""
         _check_matching(self.params, grads)
         for name, p in self.params.items():
-            kernels.scaled_add(_flat(p), _flat(grads[name]), p.dtype.type(-self.lr))
+            kernels.scaled_add(_flat(p), _flat(grads[name]), p.dtype.type(-self.lr * grad_scale))
 
 
 class Adam:

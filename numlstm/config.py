@@ -1,0 +1,84 @@
+"""The four configurations of the TensorFlow PTB tutorial (Zaremba et al., 2014).
+
+Field names and values are the tutorial's. Small is the non-regularised model of the paper,
+Medium and Large the regularised ones (dropout 1 - keep_prob on non-recurrent connections).
+
+| config | layers | hidden | steps | keep_prob | max_grad_norm | epochs | test perplexity (paper) |
+|--------|--------|--------|-------|-----------|---------------|--------|-------------------------|
+| small  | 2      | 200    | 20    | 1.0       | 5             | 13     | 114.5 (tutorial 115.9)  |
+| medium | 2      | 650    | 35    | 0.5       | 5             | 39     | 82.7                    |
+| large  | 2      | 1500   | 35    | 0.35      | 10            | 55     | 78.4                    |
+| test   | 1      | 2      | 2     | 1.0       | 1             | 1      | (a smoke test)          |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    """Hyper-parameters of one PTB run (the tutorial's names)."""
+
+    init_scale: float = 0.1  # weights start uniform in [-init_scale, init_scale]
+    learning_rate: float = 1.0  # SGD learning rate before decay (O3, O4)
+    max_grad_norm: float = 5.0  # clip the global gradient norm to this (O2)
+    num_layers: int = 2
+    num_steps: int = 20  # truncated-BPTT length
+    hidden_size: int = 200  # also the embedding size
+    max_epoch: int = 4  # epochs at the full learning rate
+    max_max_epoch: int = 13  # total epochs
+    keep_prob: float = 1.0  # dropout keep probability on non-recurrent connections
+    lr_decay: float = 0.5  # learning-rate factor per epoch after max_epoch (O4)
+    batch_size: int = 20
+    vocab_size: int = 10000
+
+    def lr_at(self, epoch: int) -> float:
+        """(O4) learning rate of epoch ``epoch`` (0-based): lr * lr_decay^max(epoch+1-max_epoch, 0)."""
+        return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def SmallConfig() -> Config:
+    return Config()
+
+
+def MediumConfig() -> Config:
+    return Config(
+        init_scale=0.05, learning_rate=1.0, max_grad_norm=5, num_layers=2, num_steps=35,
+        hidden_size=650, max_epoch=6, max_max_epoch=39, keep_prob=0.5, lr_decay=0.8,
+        batch_size=20, vocab_size=10000,
+    )  # fmt: skip
+
+
+def LargeConfig() -> Config:
+    return Config(
+        init_scale=0.04, learning_rate=1.0, max_grad_norm=10, num_layers=2, num_steps=35,
+        hidden_size=1500, max_epoch=14, max_max_epoch=55, keep_prob=0.35, lr_decay=1 / 1.15,
+        batch_size=20, vocab_size=10000,
+    )  # fmt: skip
+
+
+def TestConfig() -> Config:
+    return Config(
+        init_scale=0.1, learning_rate=1.0, max_grad_norm=1, num_layers=1, num_steps=2,
+        hidden_size=2, max_epoch=1, max_max_epoch=1, keep_prob=1.0, lr_decay=0.5,
+        batch_size=20, vocab_size=10000,
+    )  # fmt: skip
+
+
+CONFIGS = {"small": SmallConfig, "medium": MediumConfig, "large": LargeConfig, "test": TestConfig}
+
+
+def get_config(name: str) -> Config:
+    """The config called ``name`` (small, medium, large or test; case-insensitive)."""
+    try:
+        return CONFIGS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}") from None
