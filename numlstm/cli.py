@@ -71,8 +71,9 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="numlstm evaluate",
-                                description="Perplexity of a checkpoint on a PTB split.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="numlstm evaluate", description="Perplexity of a checkpoint on a PTB split."
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--batch-size", type=int, default=1)

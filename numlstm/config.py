@@ -35,7 +35,7 @@ class Config:
     vocab_size: int = 10000
 
     def lr_at(self, epoch: int) -> float:
-        """(O4) learning rate of epoch ``epoch`` (0-based): lr * lr_decay^max(epoch+1-max_epoch, 0)."""
+        """(O4) learning rate of the 0-based ``epoch``: lr * lr_decay^max(epoch+1-max_epoch, 0)."""
         return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
 
     def replace(self, **changes: object) -> Config:

@@ -154,7 +154,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_command_line_train_evaluate_and_errors(tmp_path):
     out = tmp_path / "run"
     r = _cli("train", "--config", "test", "--data-dir", str(PTB_DIR), "--limit-tokens", "4000",
-             "--out", str(out), "--progress", "none", "--hidden-size", "4", cwd=tmp_path)  # fmt: skip
+             "--out", str(out), "--progress", "none", "--hidden-size", "4",
+             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "hidden_size=4" in r.stdout and "Test Perplexity:" in r.stdout
     ckpt = out / "checkpoint.npz"
