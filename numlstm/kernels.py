@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from .fastmath import exp_floor, sigmoid, tanh
@@ -320,5 +321,6 @@ def sum_of_squares(g):
     """sum_k g_k^2 in float64 over a flat array (for the global norm O1)."""
     s = 0.0
     for k in range(g.size):
-        s += float(g[k]) * float(g[k])
+        v = np.float64(g[k])  # float() of a float32 stays float32 in Numba
+        s += v * v
     return s

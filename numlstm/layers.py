@@ -78,6 +78,8 @@ def dropout_forward(
     """
     if not isinstance(x, np.ndarray) or x.dtype not in _checks.FLOAT_DTYPES:
         raise TypeError("x must be a float32 or float64 numpy array")
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
     if mask is None:
         if keep_prob == 1.0:
             return x, None

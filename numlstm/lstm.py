@@ -83,6 +83,8 @@ def lstm_forward(
     cache : LSTMCache for ``lstm_backward``.
     """
     x, h0, c0, Wx, Wh, b = _check_lstm(x, h0, c0, Wx, Wh, b)
+    if not np.isfinite(forget_bias):
+        raise ValueError(f"forget_bias must be finite, got {forget_bias}")
     return lstm_forward_unchecked(x, h0, c0, Wx, Wh, b, forget_bias)
 
 

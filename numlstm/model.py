@@ -194,6 +194,9 @@ class LanguageModel:
             raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
         if keep_prob < 1.0 and rng is None and masks is None:
             raise ValueError("keep_prob < 1 needs rng (a numpy.random.Generator) for dropout")
+        if masks is not None and len(masks) != self.num_layers + 1:
+            raise ValueError(f"masks must hold {self.num_layers + 1} entries (the embedding, then "
+                             f"each layer's output), got {len(masks)}")  # fmt: skip
 
     # ---------------------------------------------------------------------------------------
     def loss(
