@@ -23,9 +23,9 @@ GRADCHECK_TOL = 1e-6
 # Finite-difference step (numlstm.gradcheck's default since these measurements). eps = 1e-4
 # sits at the truncation floor of the 1e-6 bar: for entries near the atol = 1e-4 floor the
 # eps^2 * f'''/6 term alone reaches ~1e-6 relative. Measured over 20 seeds of these very
-# tests (float64, correct gradients): worst error 3.7e-6 at eps = 1e-4 (LSTM, GRU and whole-model checks; it shrinks ~10x at eps = 3e-5,
-# so it is truncation, not a bug) and 4.2e-7 at eps = 3e-5, where round-off
-# (1e-16 |f| / eps with |f| < 10) is still far below the bar.
+# tests (float64, correct gradients): worst error 3.7e-6 at eps = 1e-4 (LSTM, GRU and
+# whole-model checks; it shrinks ~10x at eps = 3e-5, so it is truncation, not a bug) and
+# 4.2e-7 at eps = 3e-5, where round-off (1e-16 |f| / eps with |f| < 10) is far below the bar.
 GRADCHECK_EPS = 3e-5
 
 # layer label -> (worst error, parameter name, test id); filled by check_grads.
