@@ -82,12 +82,13 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from .checkpoint import CheckpointError
-    from .train import evaluate, load_model_checkpoint
+    from .saving import load_model
+    from .train import evaluate
 
     try:
-        model, meta, _ = load_model_checkpoint(args.checkpoint)
+        model, vocab, _ = load_model(args.checkpoint)
         data = _data(args)
-        if meta.get("vocab") is not None and meta["vocab"] != data.id_to_word:
+        if vocab != data.id_to_word:
             raise ValueError("the checkpoint's vocabulary differs from the data's: it was "
                              "trained on other data")  # fmt: skip
         result = evaluate(model, getattr(data, args.split), args.batch_size, args.num_steps)

@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from . import ptb
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .config import Config
 from .model import LanguageModel, State
 from .optim import SGD, clip_factor, global_norm
+from .saving import load_model, save_model
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -139,30 +140,9 @@ def _state_arrays(state: State) -> dict[str, np.ndarray]:
     return {f"state.l{i}.{names[j]}": a for i, s in enumerate(state) for j, a in enumerate(s)}
 
 
-def save_training_checkpoint(path: Path, model: LanguageModel, meta: dict, state: State | None):
-    """Parameters (+ the carried state mid-epoch) and metadata, written atomically."""
-    arrays = dict(model.params)
-    if state is not None:
-        arrays.update(_state_arrays(state))
-    save_checkpoint(path, arrays, meta)
-
-
-def load_model_checkpoint(path: str | Path) -> tuple[LanguageModel, dict, dict]:
-    """Rebuild the model saved in a checkpoint. Returns (model, meta, all arrays)."""
-    arrays, meta = load_checkpoint(path)
-    if "model" not in meta:
-        raise ValueError(f"{path}: not a numlstm model checkpoint (no 'model' in its metadata)")
-    cfg = dict(meta["model"])
-    model = LanguageModel(
-        cfg["vocab_size"], cfg["hidden_size"], cfg["num_layers"], cell=cfg["cell"],
-        forget_bias=cfg["forget_bias"], reset_after=cfg["reset_after"], dtype=cfg["dtype"],
-    )  # fmt: skip
-    for name, p in model.params.items():
-        if name not in arrays or arrays[name].shape != p.shape:
-            got = arrays[name].shape if name in arrays else "missing"
-            raise ValueError(f"{path}: parameter {name!r} should be {p.shape}, found {got}")
-        p[...] = arrays[name]
-    return model, meta, arrays
+def _state_from_arrays(arrays: dict[str, np.ndarray], model: LanguageModel) -> State:
+    names = ("h", "c") if model.cell == "lstm" else ("h",)
+    return [tuple(arrays[f"state.l{i}.{k}"] for k in names) for i in range(model.num_layers)]
 
 
 @contextlib.contextmanager
@@ -224,29 +204,29 @@ def train(
     rng = np.random.default_rng(seed + 1)  # dropout masks
     epoch, step, costs, iters, history, state = 0, 0, 0.0, 0, [], None
     if resume and ckpt_path.exists():
-        model, meta, arrays = load_model_checkpoint(ckpt_path)
-        if meta["config"] != config.to_dict() or meta["model"]["cell"] != cell:
+        model, _, meta = load_model(ckpt_path)
+        saved = meta.get("training", {})
+        if saved.get("config") != config.to_dict() or model.cell != cell:
             raise ValueError(f"{ckpt_path} was written by a different config or cell; "
                              "use another --out directory or drop --resume")  # fmt: skip
-        epoch, step, history = meta["epoch"], meta["step"], meta["history"]
-        costs, iters = meta["costs"], meta["iters"]
-        rng.bit_generator.state = meta["rng"]
-        if step > 0:
-            n = 2 if cell == "lstm" else 1
-            keys = ("h", "c")[:n]
-            state = [
-                tuple(arrays[f"state.l{i}.{k}"] for k in keys) for i in range(model.num_layers)
-            ]
+        epoch, step, history = saved["epoch"], saved["step"], saved["history"]
+        costs, iters = saved["costs"], saved["iters"]
+        rng.bit_generator.state = saved["rng"]
+        if step > 0:  # interrupted mid-epoch: the carried state was saved too
+            state = _state_from_arrays(load_checkpoint(ckpt_path)[0], model)
         log(f"Resuming from {ckpt_path}: epoch {epoch + 1}, step {step}")
     elif resume:
         log(f"No checkpoint in {out}; starting a new run")
 
-    def meta_now(epoch: int, step: int, costs: float, iters: int) -> dict:
-        return {
-            "kind": "ptb-train", "model": model.config(), "config": config.to_dict(),
-            "epoch": epoch, "step": step, "costs": costs, "iters": iters, "history": history,
-            "rng": rng.bit_generator.state, "vocab": data.id_to_word, "seed": seed,
+    def save(epoch: int, step: int, costs: float, iters: int, state: State | None) -> None:
+        """Checkpoint = a saved model (generate/evaluate read it) + what resuming needs."""
+        training = {
+            "config": config.to_dict(), "epoch": epoch, "step": step, "costs": costs,
+            "iters": iters, "history": history, "rng": rng.bit_generator.state, "seed": seed,
         }  # fmt: skip
+        extra = _state_arrays(state) if state is not None else None
+        save_model(ckpt_path, model, data.id_to_word,
+                   {"training": training, "preprocess": "lower"}, extra)  # fmt: skip
 
     opt = SGD(model.params, config.learning_rate)
     bar = Progress(progress)
@@ -275,8 +255,7 @@ def train(
                 bar.update(i, n_batches, math.exp(costs / iters), wps)
                 if interrupted[0]:
                     bar.close()
-                    meta = meta_now(epoch, step, costs, iters)
-                    save_training_checkpoint(ckpt_path, model, meta, state)
+                    save(epoch, step, costs, iters, state)
                     log(f"Interrupted: saved {ckpt_path} at epoch {epoch + 1}, step {step}; "
                         "continue with --resume")  # fmt: skip
                     raise KeyboardInterrupt
@@ -294,7 +273,7 @@ def train(
             log(f"Epoch: {epoch + 1} took {seconds:.0f} s "
                 f"({history[-1]['train_wps']:,.0f} words/s)")  # fmt: skip
             epoch, step, costs, iters, state = epoch + 1, 0, 0.0, 0, None
-            save_training_checkpoint(ckpt_path, model, meta_now(epoch, 0, 0.0, 0), None)
+            save(epoch, 0, 0.0, 0, None)
             _write_log(out / "log.csv", history)
             if interrupted[0]:
                 log(f"Interrupted: saved {ckpt_path} after epoch {epoch}; continue with --resume")

@@ -16,6 +16,7 @@ import pytest
 import numlstm
 from numlstm import ptb, train
 from numlstm.config import Config, get_config
+from numlstm.saving import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 PTB_DIR = Path(os.environ.get("NUMLSTM_PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))
@@ -100,7 +101,7 @@ def test_dropout_run_is_reproducible_and_resume_after_ctrl_c_matches(ptb_slice, 
     config = _tiny(keep_prob=0.5)
     quiet = dict(progress="none", log=lambda s: None)
     straight = train.train(config, ptb_slice, tmp_path / "a", **quiet)
-    model_a, _, _ = train.load_model_checkpoint(tmp_path / "a" / train.CHECKPOINT)
+    model_a, _, _ = load_model(tmp_path / "a" / train.CHECKPOINT)
 
     # Interrupt in the middle of the second epoch with a real SIGINT, then resume.
     real_step = train.train_step
@@ -117,11 +118,13 @@ def test_dropout_run_is_reproducible_and_resume_after_ctrl_c_matches(ptb_slice, 
     monkeypatch.setattr(train, "train_step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train.train(config, ptb_slice, tmp_path / "b", **quiet)
-    meta = numlstm.checkpoint.read_meta(tmp_path / "b" / train.CHECKPOINT)
+    meta = numlstm.checkpoint.read_meta(tmp_path / "b" / train.CHECKPOINT)["training"]
     assert (meta["epoch"], meta["step"]) == (1, 3)
+    # a mid-epoch checkpoint is still a saved model that generation can load
+    assert load_model(tmp_path / "b" / train.CHECKPOINT)[0].hidden_size == config.hidden_size
     monkeypatch.setattr(train, "train_step", real_step)
     resumed = train.train(config, ptb_slice, tmp_path / "b", resume=True, **quiet)
-    model_b, _, _ = train.load_model_checkpoint(tmp_path / "b" / train.CHECKPOINT)
+    model_b, _, _ = load_model(tmp_path / "b" / train.CHECKPOINT)
 
     for name, p in model_a.params.items():
         np.testing.assert_allclose(model_b.params[name], p, rtol=1e-5, atol=1e-6, err_msg=name)
@@ -163,6 +166,10 @@ def test_command_line_train_evaluate_and_errors(tmp_path):
              "--limit-tokens", "500", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "valid perplexity:" in r.stdout
+    r = _cli("generate", "--checkpoint", str(ckpt), "--prime", "The company said", "--words", "5",
+             "--seed", "1", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "the company said" in r.stdout
     r = _cli("evaluate", "--checkpoint", str(tmp_path / "nope.npz"), "--data-dir", str(PTB_DIR),
              cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "nope.npz" in r.stderr
