@@ -16,6 +16,7 @@ import os as _os
 # it must be set before Numba starts its threads, i.e. before the first kernel runs.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .fast_eval import evaluate_sequence
 from .gradcheck import gradcheck, numeric_gradient, relative_error
 from .gru import GRUCache, gru_backward, gru_forward
 from .layers import (
@@ -41,5 +42,5 @@ __all__ = [
     "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",
     "dropout_mask", "softmax_xent_forward_backward", "softmax_xent_loss",
     "clip_by_global_norm", "clip_factor", "global_norm",
-    "gradcheck", "numeric_gradient", "relative_error",
+    "gradcheck", "numeric_gradient", "relative_error", "evaluate_sequence",
 ]  # fmt: skip
