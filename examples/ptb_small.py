@@ -3,7 +3,7 @@
     python examples/ptb_small.py                      # downloads PTB to ~/.cache/numlstm once
     python examples/ptb_small.py --data-dir DIR       # or use ptb.{train,valid,test}.txt in DIR
 
-About 30 minutes on 2 CPU cores; test perplexity ~115 (docs/results.md). The same run with
+About 35 minutes on 2 CPU cores; test perplexity 114 (docs/results.md). The same run with
 checkpoints, logs and a plot: python -m numlstm train --config small.
 """
 
