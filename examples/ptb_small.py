@@ -24,7 +24,10 @@ args = parser.parse_args()
 config = SmallConfig()  # 2 layers x 200 units, 20 steps, batch 20, lr 1.0 halved from epoch 5
 if args.epochs:
     config = config.replace(max_max_epoch=args.epochs)
-data = ptb.load_ptb(args.data_dir)  # word ids; vocabulary of 10,000 words
+try:
+    data = ptb.load_ptb(args.data_dir)  # word ids; vocabulary of 10,000 words
+except ptb.DataError as e:  # no files and no download: say so in one line, with the way out
+    parser.exit(2, f"ptb_small.py: {e}\n(pass --data-dir DIR with ptb.train.txt etc.)\n")
 print(f"train {len(data.train):,} words, valid {len(data.valid):,}, test {len(data.test):,}")
 
 model = numlstm.LanguageModel(
