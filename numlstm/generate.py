@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .blas import matmul_into
 from .checkpoint import CheckpointError
 from .gru import gru_forward_unchecked
 from .lstm import lstm_forward_unchecked
@@ -212,7 +213,7 @@ class _Stepper:
                     x, s[0], Wx, Wh, bx, bh, m.reset_after, self.ws, tag
                 )
                 new_state.append((h,))
-        np.matmul(x.reshape(1, H), p["softmax_w"], out=self.z)
+        matmul_into(x.reshape(1, H), p["softmax_w"], self.z)  # (S1), as GEMV
         self.z += p["softmax_b"]
         return self.z[0], new_state
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
+from .blas import matmul_into
 from .workspace import FRESH, Workspace
 
 
@@ -94,7 +95,7 @@ def gru_forward_unchecked(
     dt = x.dtype
     # (G1) input projection of all T steps in one GEMM, bx added once.
     ax = ws.empty(tag + ".ax", (T, B, 3 * H), dt)
-    np.matmul(x.reshape(T * B, D), Wx, out=ax.reshape(T * B, 3 * H))
+    matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 3 * H))
     ax += bx
     gates = ws.empty(tag + ".gates", (T, B, 3 * H), dt)
     h = ws.empty(tag + ".h", (T + 1, B, H), dt)
@@ -103,16 +104,16 @@ def gru_forward_unchecked(
     if reset_after:
         ahw = ws.empty(tag + ".ahw", (B, 3 * H), dt)
         for t in range(T):
-            np.matmul(h[t], Wh, out=ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
+            matmul_into(h[t], Wh, ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
             kernels.gru_cell_forward(ax[t], ahw, bh, h[t], gates[t], aux[t], h[t + 1])  # G3-G5
     else:
         Wh_rz, Wh_n = Wh[:, : 2 * H], Wh[:, 2 * H :]
         ahw_rz = ws.empty(tag + ".ahw_rz", (B, 2 * H), dt)
         ahw_n = ws.empty(tag + ".ahw_n", (B, H), dt)
         for t in range(T):
-            np.matmul(h[t], Wh_rz, out=ahw_rz)  # (G2c) h_{t-1} Wh_rz
+            matmul_into(h[t], Wh_rz, ahw_rz)  # (G2c) h_{t-1} Wh_rz
             kernels.gru_rz_forward(ax[t], ahw_rz, bh, h[t], gates[t], aux[t])  # G3, r * h
-            np.matmul(aux[t], Wh_n, out=ahw_n)  # (G4c) (r * h_{t-1}) Wh_n
+            matmul_into(aux[t], Wh_n, ahw_n)  # (G4c) (r * h_{t-1}) Wh_n
             kernels.gru_cho_cell_forward(ax[t], ahw_n, bh, h[t], gates[t], h[t + 1])  # G4c, G5
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
@@ -164,7 +165,7 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag
             kernels.gru_cell_backward(
                 dhs[t], dh, cache.gates[t], cache.aux[t], h[t], dax[t], dah[t], dh_prev
             )
-            np.matmul(dah[t], WhT, out=dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
+            matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
             dh += dh_prev  # ... + dh * z (dG5)
         dAh = dah.reshape(T * B, 3 * H)
         dWh = np.matmul(Hprev.T, dAh, out=ws.empty(tag + ".dWh", Wh.shape, dt))  # (dG2)
@@ -175,9 +176,9 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag
         drh = ws.empty(tag + ".drh", (B, H), dt)
         for t in range(T - 1, -1, -1):
             kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
-            np.matmul(dax[t, :, 2 * H :], Wh_nT, out=drh)  # (dG4c) d(r*h) = da_n Wh_n^T
+            matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) d(r*h) = da_n Wh_n^T
             kernels.gru_rz_backward(drh, cache.gates[t], h[t], dax[t], dh_prev)  # dG4c, dG3
-            np.matmul(dax[t, :, : 2 * H], Wh_rzT, out=dh)  # (dG2c) da_rz Wh_rz^T ...
+            matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da_rz Wh_rz^T ...
             dh += dh_prev  # ... + dh * z + d(r*h) * r
         dA = dax.reshape(T * B, 3 * H)
         dWh = ws.empty(tag + ".dWh", Wh.shape, dt)

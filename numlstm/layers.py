@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
+from .blas import matmul_into
 from .workspace import FRESH, Workspace
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def softmax_xent_forward_backward_unchecked(
     N, V = h.shape[0], W.shape[1]
     dt = h.dtype
     # (S1) the one (N, V) buffer; the kernel adds b and turns it into dZ in place.
-    z = np.matmul(h, W, out=ws.empty(tag + ".z", (N, V), dt))
+    z = matmul_into(h, W, ws.empty(tag + ".z", (N, V), dt))
     losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
     kernels.softmax_xent_rows(z, b, targets, 1.0 / batch_size, losses)  # S2, S3, dS3, dS2
     dW = np.matmul(h.T, z, out=ws.empty(tag + ".dW", W.shape, dt))  # (dS1)
@@ -157,14 +158,10 @@ def softmax_xent_loss(
     return softmax_xent_loss_unchecked(h, W, b, targets, batch_size)
 
 
-def softmax_xent_loss_unchecked(h, W, b, targets, batch_size, ws: Workspace = FRESH):
-    z = ws.empty("softmax.z", (h.shape[0], W.shape[1]), h.dtype)
-    if h.shape[0] == 1:
-        # (S1) as a matrix-vector product: OpenBLAS's multithreaded GEMM with one row was
-        # measured 10-50x slower than GEMV on 2 cores (batch-1 evaluation).
-        np.dot(h[0], W, out=z[0])
-    else:
-        np.matmul(h, W, out=z)  # (S1)
-    losses = ws.empty("softmax.losses", (h.shape[0],), np.dtype(np.float64))
+def softmax_xent_loss_unchecked(
+    h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax"
+):
+    z = matmul_into(h, W, ws.empty(tag + ".z", (h.shape[0], W.shape[1]), h.dtype))  # (S1)
+    losses = ws.empty(tag + ".losses", (h.shape[0],), np.dtype(np.float64))
     kernels.softmax_xent_loss_rows(z, b, targets, losses)  # S1 bias, S2, S3
     return float(losses.sum()) / batch_size

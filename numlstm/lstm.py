@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
+from .blas import matmul_into
 from .workspace import FRESH, Workspace
 
 
@@ -100,7 +101,7 @@ def lstm_forward_unchecked(
     dt = x.dtype
     # (L1) input projection of all T steps in one GEMM: (T*B, D) @ (D, 4H), bias added once.
     ax = ws.empty(tag + ".ax", (T, B, 4 * H), dt)
-    np.matmul(x.reshape(T * B, D), Wx, out=ax.reshape(T * B, 4 * H))
+    matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 4 * H))
     ax += b
     gates = ws.empty(tag + ".gates", (T, B, 4 * H), dt)
     h = ws.empty(tag + ".h", (T + 1, B, H), dt)
@@ -111,10 +112,7 @@ def lstm_forward_unchecked(
     h[0] = h0
     c[0] = c0
     for t in range(T):
-        if B == 1:
-            np.dot(h[t, 0], Wh, out=ah[0])  # (L2) as GEMV: 1-row GEMM is slow in OpenBLAS
-        else:
-            np.matmul(h[t], Wh, out=ah)  # (L2) recurrent GEMM h_{t-1} Wh
+        matmul_into(h[t], Wh, ah)  # (L2) recurrent GEMM h_{t-1} Wh
         kernels.lstm_cell_forward(ax[t], ah, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1])
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
@@ -167,7 +165,7 @@ def lstm_backward_unchecked(dhs, dhT, dcT, cache: LSTMCache, ws: Workspace = FRE
     for t in range(T - 1, -1, -1):
         # dL6-dL3: da[t] from dh = dhs[t] + dh_next; dc becomes dc_{t-1} in place.
         kernels.lstm_cell_backward(dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t])
-        np.matmul(da[t], WhT, out=dh)  # (dL2) dh_{t-1} = da_t Wh^T
+        matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
     dA = da.reshape(T * B, 4 * H)
     dWh = np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=ws.empty(tag + ".dWh", Wh.shape, dt))
     dWx = np.matmul(x.reshape(T * B, D).T, dA, out=ws.empty(tag + ".dWx", Wx.shape, dt))

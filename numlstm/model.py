@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, kernels
+from .blas import matmul_into
 from .gru import gru_backward_unchecked, gru_forward_unchecked
 from .layers import (
     dropout_backward,
@@ -198,6 +199,18 @@ class LanguageModel:
             raise ValueError(f"masks must hold {self.num_layers + 1} entries (the embedding, then "
                              f"each layer's output), got {len(masks)}")  # fmt: skip
 
+    def _prepare(self, x, y, state, keep_prob, rng, masks, ws):
+        """Checks, then the forward pass up to the top layer, for ``loss``/``loss_and_grads``.
+
+        Returns (B, T, top hidden states (T, B, H), final state, _Pass, targets (T*B,)).
+        """
+        self._check_dropout(keep_prob, rng, masks)
+        x, y = self._check_inputs(x, y, state)
+        B, T = x.shape
+        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
+        targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
+        return B, T, top, new_state, fw, targets
+
     # ---------------------------------------------------------------------------------------
     def loss(
         self,
@@ -216,12 +229,8 @@ class LanguageModel:
         Evaluation uses the default keep_prob = 1 (no dropout); ``keep_prob``/``rng``/``masks``
         are as in ``loss_and_grads``, so a gradient check can evaluate the training loss.
         """
-        self._check_dropout(keep_prob, rng, masks)
-        x, y = self._check_inputs(x, y, state)
-        B, T = x.shape
         ws = self._ws_eval
-        top, new_state, _ = self._forward(x, state, keep_prob, rng, masks, ws)
-        targets = np.ascontiguousarray(y.T).reshape(-1)
+        B, T, top, new_state, _, targets = self._prepare(x, y, state, keep_prob, rng, masks, ws)
         loss = softmax_xent_loss_unchecked(
             top.reshape(T * B, -1), self.params["softmax_w"], self.params["softmax_b"], targets,
             B, ws)  # fmt: skip
@@ -247,12 +256,8 @@ class LanguageModel:
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
         keeps a step free of large allocations); copy them to keep them.
         """
-        self._check_dropout(keep_prob, rng, masks)
-        x, y = self._check_inputs(x, y, state)
-        B, T = x.shape
         H, p, ws = self.hidden_size, self.params, self._ws_train
-        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
-        targets = np.ascontiguousarray(y.T).reshape(-1)
+        B, T, top, new_state, fw, targets = self._prepare(x, y, state, keep_prob, rng, masks, ws)
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
             top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B, ws
         )  # S1-S3 and their backward
@@ -281,7 +286,8 @@ class LanguageModel:
         x, _ = self._check_inputs(x, None, state)
         B, T = x.shape
         top, new_state, _ = self._forward(x, state, 1.0, None, None, self._ws_eval)
-        z = np.matmul(top.reshape(T * B, -1), self.params["softmax_w"])  # (S1)
+        z = np.empty((T * B, self.vocab_size), self.dtype)
+        matmul_into(top.reshape(T * B, -1), self.params["softmax_w"], z)  # (S1)
         z += self.params["softmax_b"]
         return np.ascontiguousarray(z.reshape(T, B, -1).transpose(1, 0, 2)), new_state
 
