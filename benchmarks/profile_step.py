@@ -7,9 +7,10 @@ The step is rebuilt here from the same internal functions ``LanguageModel.loss_a
 
     embedding lookup, dropout forward / backward,
     LSTM forward: GEMMs (input projection, T recurrent products) vs gate kernels vs the rest,
-    softmax: GEMMs (logits, dW, dh) vs the fused softmax/cross-entropy kernel vs db,
+    softmax: GEMMs (logits, [dW; db], dh) vs the fused softmax/cross-entropy kernel vs the row
+    scalings of its factored gradient (dS2f),
     LSTM backward: kernels vs GEMMs (T recurrent products, dWh, dWx, dx) vs the rest,
-    embedding gradient (zeroing, scatter-add), global norm, SGD update,
+    embedding gradient (row-sparse), global norm, SGD update,
     Python overhead = total - sum of the phases.
 
 Before timing, one step with keep_prob = 1 is checked against ``model.loss`` (same loss);
@@ -35,6 +36,7 @@ from numlstm.config import Config, get_config
 from numlstm.layers import dropout_backward, dropout_forward
 from numlstm.model import LanguageModel
 from numlstm.optim import SGD, clip_factor, global_norm
+from numlstm.sparse import IndexedRows
 from numlstm.train import train_step
 from numlstm.workspace import Workspace
 
@@ -44,16 +46,15 @@ PHASES = [
     "dropout forward",
     "lstm fwd GEMMs",
     "lstm fwd gate kernels",
-    "lstm fwd other (bias add, copies)",
-    "softmax GEMMs (logits, dW, dh)",
+    "lstm fwd other (copies)",
+    "softmax GEMMs (logits, [dW; db], dh)",
     "softmax/xent kernel",
-    "softmax db sum",
+    "softmax row scalings (hq, dh)",
     "dropout backward",
     "lstm bwd gate kernels",
     "lstm bwd GEMMs",
     "lstm bwd other (db sum, copies)",
-    "embedding grad zeroing",
-    "embedding scatter-add",
+    "embedding rows grad (sparse)",
     "global norm",
     "SGD update",
 ]
@@ -83,21 +84,22 @@ def lstm_forward_profiled(x, h0, c0, Wx, Wh, b, forget_bias, ws, tag, clock):
     c = ws.empty(tag + ".c", (T + 1, Bn, H), dt)
     tc = ws.empty(tag + ".tc", (T, Bn, H), dt)
     ah = ws.empty(tag + ".ah", (Bn, 4 * H), dt)
-    t = clock.lap("lstm fwd other (bias add, copies)", t)
+    t = clock.lap("lstm fwd other (copies)", t)
     np.matmul(x.reshape(T * Bn, D), Wx, out=ax.reshape(T * Bn, 4 * H))  # (L1)
     t = clock.lap("lstm fwd GEMMs", t)
-    ax += b
     forget_bias = dt.type(forget_bias)
     h[0] = h0
     c[0] = c0
-    t = clock.lap("lstm fwd other (bias add, copies)", t)
+    t = clock.lap("lstm fwd other (copies)", t)
     for s in range(T):
         np.matmul(h[s], Wh, out=ah)  # (L2)
         t = clock.lap("lstm fwd GEMMs", t)
-        kernels.lstm_cell_forward(ax[s], ah, c[s], forget_bias, gates[s], c[s + 1], tc[s], h[s + 1])
+        kernels.lstm_cell_forward(
+            ax[s], ah, b, c[s], forget_bias, gates[s], c[s + 1], tc[s], h[s + 1]
+        )
         t = clock.lap("lstm fwd gate kernels", t)
     hT, cT = h[T].copy(), c[T].copy()
-    clock.lap("lstm fwd other (bias add, copies)", t)
+    clock.lap("lstm fwd other (copies)", t)
     return h[1:], hT, cT, (x, Wx, Wh, gates, h, c, tc)
 
 
@@ -168,18 +170,25 @@ def profiled_step(model: LanguageModel, opt: SGD, x, y, state, cfg: Config, rng,
     top = inp.reshape(T * Bn, H)
     targets = np.ascontiguousarray(y.T).reshape(-1)
     W, V = p["softmax_w"], model.vocab_size
-    z = np.matmul(top, W, out=ws.empty("softmax.z", (T * Bn, V), top.dtype))  # (S1)
-    t = clock.lap("softmax GEMMs (logits, dW, dh)", t)
-    losses = ws.empty("softmax.losses", (T * Bn,), np.dtype(np.float64))
-    kernels.softmax_xent_rows(z, p["softmax_b"], targets, 1.0 / Bn, losses)  # S1-S3, dS
+    dt, N = top.dtype, T * Bn
+    gemms, scalings = "softmax GEMMs (logits, [dW; db], dh)", "softmax row scalings (hq, dh)"
+    z = np.matmul(top, W, out=ws.empty("softmax.z", (N, V), dt))  # (S1)
+    t = clock.lap(gemms, t)
+    losses = ws.empty("softmax.losses", (N,), np.dtype(np.float64))
+    q = ws.empty("softmax.q", (N,), dt)
+    kernels.softmax_xent_rows(z, p["softmax_b"], targets, dt.type(1.0 / Bn), losses, q)
     loss = float(losses.sum()) / Bn
     t = clock.lap("softmax/xent kernel", t)
-    dW = np.matmul(top.T, z, out=ws.empty("softmax.dW", W.shape, top.dtype))
-    dh = np.matmul(z, W.T, out=ws.empty("softmax.dh", top.shape, top.dtype))
-    t = clock.lap("softmax GEMMs (logits, dW, dh)", t)
-    db = np.sum(z, axis=0, out=ws.empty("softmax.db", (V,), top.dtype))
-    t = clock.lap("softmax db sum", t)
-    grads = {"softmax_w": dW, "softmax_b": db}
+    hq = ws.empty("softmax.hq", (N, H + 1), dt)
+    np.multiply(top, q[:, None], out=hq[:, :H])  # (dS2f)
+    hq[:, H] = q
+    t = clock.lap(scalings, t)
+    dWb = np.matmul(hq.T, z, out=ws.empty("softmax.dWb", (H + 1, V), dt))  # (dS1)
+    dh = np.matmul(z, W.T, out=ws.empty("softmax.dh", top.shape, dt))
+    t = clock.lap(gemms, t)
+    dh *= q[:, None]  # (dS2f)
+    t = clock.lap(scalings, t)
+    grads = {"softmax_w": dWb[:H], "softmax_b": dWb[H]}
     d = dh.reshape(T, Bn, H)
     for layer in range(L - 1, -1, -1):
         d = np.ascontiguousarray(dropout_backward(d, masks[layer + 1]))  # dD1
@@ -189,11 +198,12 @@ def profiled_step(model: LanguageModel, opt: SGD, x, y, state, cfg: Config, rng,
         t = time.perf_counter()
     d = dropout_backward(d, masks[0])
     t = clock.lap("dropout backward", t)
-    demb = ws.zeros("embedding.grad", p["embedding"].shape, model.dtype)
-    t = clock.lap("embedding grad zeroing", t)
-    kernels.embedding_scatter_add(demb, ids.reshape(-1), d.reshape(T * Bn, H))  # dE1
-    grads["embedding"] = demb
-    t = clock.lap("embedding scatter-add", t)
+    slot = ws.scratch("embedding.slot", (V,), np.dtype(np.int64), -1)
+    rows = ws.empty("embedding.rows", (N,), np.dtype(np.int64))
+    values = ws.empty("embedding.values", (N, H), dt)
+    U = kernels.embedding_rows_grad(ids.reshape(-1), d.reshape(N, H), slot, rows, values)  # dE1
+    grads["embedding"] = IndexedRows(rows[:U], values[:U], p["embedding"].shape)
+    t = clock.lap("embedding rows grad (sparse)", t)
     grads = {k: grads[k] for k in p}
     norm = global_norm(grads)  # (O1)
     t = clock.lap("global norm", t)

@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _checks
-from .fastmath import exp_floor, sigmoid, tanh
+from .fastmath import exp_floor, sigmoid, tanh, zero_like
 from .kernels import _REDUCE
 from .model import LanguageModel, State
 
@@ -127,8 +127,8 @@ def _row_max(z):
 
 @njit(**_JIT, fastmath=_REDUCE)
 def _row_sum_exp(z, m):
-    """sum_k exp(z[k] - m) in float64; m has z's dtype so that exp stays in it (S2)."""
-    s = 0.0
+    """sum_k exp(z[k] - m) in z's dtype (S2); m has z's dtype so that exp stays in it."""
+    s = zero_like(m)
     for k in range(z.shape[0]):
         s += exp_floor(z[k] - m)
     return s
@@ -148,7 +148,7 @@ def _logits_chunk(Hb, Wsm, bsm, Z, i):
 def _row_xent(z, y):
     """(S2, S3) -log softmax(z)[y] = logsumexp(z) - z[y], in float64."""
     m = _row_max(z)
-    return float(m) + math.log(_row_sum_exp(z, m)) - float(z[y])
+    return np.float64(m) + math.log(np.float64(_row_sum_exp(z, m))) - np.float64(z[y])
 
 
 @njit(**_JIT)

@@ -60,6 +60,16 @@ def tanh(x):  # pragma: no cover
     return math.tanh(x)
 
 
+def zero_like(x):  # pragma: no cover
+    """0 in x's float type, to start a sum that stays in the arrays' dtype (Numba only).
+
+    A float32 kernel summing into a Python float (float64) converts every term, and those
+    conversions stop the loop from vectorising well: the softmax's sum of exponentials ran 2x
+    slower with a float64 accumulator (docs/performance.md).
+    """
+    return 0.0
+
+
 @register_jitable(inline="always")
 def _expf(x):
     x = min(max(x, _F32(-87.3)), _F32(88.3))
@@ -113,4 +123,13 @@ def _ol_tanh(x):
         )
     if isinstance(x, types.Float):
         return lambda x: math.tanh(x)
+    return None
+
+
+@overload(zero_like, inline="always")
+def _ol_zero_like(x):
+    if x == types.float32:
+        return lambda x: _F32(0.0)
+    if isinstance(x, types.Float):
+        return lambda x: 0.0
     return None

@@ -93,10 +93,9 @@ def gru_forward_unchecked(
     T, B, D = x.shape
     H = h0.shape[1]
     dt = x.dtype
-    # (G1) input projection of all T steps in one GEMM, bx added once.
+    # (G1) input projection of all T steps in one GEMM; the gate kernels add bx.
     ax = ws.empty(tag + ".ax", (T, B, 3 * H), dt)
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 3 * H))
-    ax += bx
     gates = ws.empty(tag + ".gates", (T, B, 3 * H), dt)
     h = ws.empty(tag + ".h", (T + 1, B, H), dt)
     aux = ws.empty(tag + ".aux", (T, B, H), dt)
@@ -105,16 +104,16 @@ def gru_forward_unchecked(
         ahw = ws.empty(tag + ".ahw", (B, 3 * H), dt)
         for t in range(T):
             matmul_into(h[t], Wh, ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
-            kernels.gru_cell_forward(ax[t], ahw, bh, h[t], gates[t], aux[t], h[t + 1])  # G3-G5
+            kernels.gru_cell_forward(ax[t], bx, ahw, bh, h[t], gates[t], aux[t], h[t + 1])  # G3-G5
     else:
         Wh_rz, Wh_n = Wh[:, : 2 * H], Wh[:, 2 * H :]
         ahw_rz = ws.empty(tag + ".ahw_rz", (B, 2 * H), dt)
         ahw_n = ws.empty(tag + ".ahw_n", (B, H), dt)
         for t in range(T):
             matmul_into(h[t], Wh_rz, ahw_rz)  # (G2c) h_{t-1} Wh_rz
-            kernels.gru_rz_forward(ax[t], ahw_rz, bh, h[t], gates[t], aux[t])  # G3, r * h
+            kernels.gru_rz_forward(ax[t], bx, ahw_rz, bh, h[t], gates[t], aux[t])  # G3, r * h
             matmul_into(aux[t], Wh_n, ahw_n)  # (G4c) (r * h_{t-1}) Wh_n
-            kernels.gru_cho_cell_forward(ax[t], ahw_n, bh, h[t], gates[t], h[t + 1])  # G4c, G5
+            kernels.gru_cho_cell_forward(ax[t], bx, ahw_n, bh, h[t], gates[t], h[t + 1])  # G4c, G5
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
     return hs, h[T].copy(), GRUCache(x, Wx, Wh, gates, h, aux, reset_after)

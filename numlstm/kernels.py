@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .fastmath import exp_floor, sigmoid, tanh
+from .fastmath import exp_floor, sigmoid, tanh, zero_like
 
 # error_model="numpy": no ZeroDivisionError checks in float division, which would stop the
 # compiler from vectorising the loops (divisions here never have a zero denominator).
@@ -34,11 +34,12 @@ _REDUCE = {"reassoc", "nsz", "arcp", "contract"}
 
 
 @njit(**_JIT)
-def lstm_cell_forward(ax, ah, c_prev, forget_bias, gates, c, tc, h):
+def lstm_cell_forward(ax, ah, b, c_prev, forget_bias, gates, c, tc, h):
     """One LSTM step, equations L2 (the sum) and L3-L6, fused.
 
-    ax     (B, 4H)  input projection of this step, bias included (L1)
+    ax     (B, 4H)  input projection x_t Wx of this step (L1)
     ah     (B, 4H)  recurrent product h_{t-1} Wh (L2)
+    b      (4H,)    bias, added here (L2) rather than in a separate pass over ax
     c_prev (B, H)   c_{t-1}
     forget_bias     a scalar of the arrays' dtype
     outputs: gates (B, 4H) activated [i, f, g, o]; c (B, H); tc = tanh(c) (B, H); h (B, H)
@@ -51,13 +52,13 @@ def lstm_cell_forward(ax, ah, c_prev, forget_bias, gates, c, tc, h):
     for n in range(B):
         a, r, gt = ax[n], ah[n], gates[n]
         for k in range(H):
-            gt[k] = sigmoid(a[k] + r[k])  # L2 + L3: i
+            gt[k] = sigmoid(a[k] + r[k] + b[k])  # L2 + L3: i
         for k in range(H, 2 * H):
-            gt[k] = sigmoid(a[k] + r[k] + forget_bias)  # L2 + L3: f
+            gt[k] = sigmoid(a[k] + r[k] + b[k] + forget_bias)  # L2 + L3: f
         for k in range(2 * H, 3 * H):
-            gt[k] = tanh(a[k] + r[k])  # L2 + L4: g
+            gt[k] = tanh(a[k] + r[k] + b[k])  # L2 + L4: g
         for k in range(3 * H, 4 * H):
-            gt[k] = sigmoid(a[k] + r[k])  # L2 + L3: o
+            gt[k] = sigmoid(a[k] + r[k] + b[k])  # L2 + L3: o
         cp, cn, tn, hn = c_prev[n], c[n], tc[n], h[n]
         for j in range(H):
             v = gt[H + j] * cp[j] + gt[j] * gt[2 * H + j]  # L5: c = f * c_prev + i * g
@@ -76,52 +77,65 @@ def lstm_cell_backward(dh_out, dh_next, dc, gates, c_prev, tc, da):
     dc      (B, H)  in: gradient on c_t from step t+1; out: gradient on c_{t-1} (dL5)
     gates   (B, 4H), c_prev (B, H), tc (B, H): from the forward cache
     da      (B, 4H) out: gradient on the pre-activations a_t
+
+    The loops run over one-dimensional row views (gate blocks of one batch row): written with
+    two-dimensional indices the same loop did not vectorise and took 2.4x as long.
     """
     B = gates.shape[0]
     H = gates.shape[1] // 4
     for n in range(B):
+        gi, gf, gg, go = (
+            gates[n, :H],
+            gates[n, H : 2 * H],
+            gates[n, 2 * H : 3 * H],
+            gates[n, 3 * H :],
+        )
+        di, df, dg, do = da[n, :H], da[n, H : 2 * H], da[n, 2 * H : 3 * H], da[n, 3 * H :]
+        up, nxt, dcn, cp, tcn = dh_out[n], dh_next[n], dc[n], c_prev[n], tc[n]
         for j in range(H):
-            i = gates[n, j]
-            f = gates[n, H + j]
-            g = gates[n, 2 * H + j]
-            o = gates[n, 3 * H + j]
-            t = tc[n, j]
-            dh = dh_out[n, j] + dh_next[n, j]
-            do = dh * t  # dL6
-            dct = dc[n, j] + dh * o * (1.0 - t * t)  # dL6
-            da[n, j] = dct * g * i * (1.0 - i)  # dL5 (di) then dL3
-            da[n, H + j] = dct * c_prev[n, j] * f * (1.0 - f)  # dL5 (df) then dL3
-            da[n, 2 * H + j] = dct * i * (1.0 - g * g)  # dL5 (dg) then dL4
-            da[n, 3 * H + j] = do * o * (1.0 - o)  # dL3
-            dc[n, j] = dct * f  # dL5: dc_{t-1}
+            i, f, g, o, t = gi[j], gf[j], gg[j], go[j], tcn[j]
+            dh = up[j] + nxt[j]
+            dct = dcn[j] + dh * o * (1.0 - t * t)  # dL6
+            di[j] = dct * g * i * (1.0 - i)  # dL5 (di) then dL3
+            df[j] = dct * cp[j] * f * (1.0 - f)  # dL5 (df) then dL3
+            dg[j] = dct * i * (1.0 - g * g)  # dL5 (dg) then dL4
+            do[j] = dh * t * o * (1.0 - o)  # dL6 (do) then dL3
+            dcn[j] = dct * f  # dL5: dc_{t-1}
 
 
 # --------------------------------------------------------------------------------------------
 # GRU, reset gate applied after the recurrent product (cuDNN form, the default)
+# The loops run over one-dimensional row views, as in lstm_cell_backward, so that they vectorise.
 # --------------------------------------------------------------------------------------------
 
 
 @njit(**_JIT)
-def gru_cell_forward(ax, ahw, bh, h_prev, gates, ahn, h):
-    """One GRU step (reset-after form), equations G2 (bias), G3-G5, fused.
+def gru_cell_forward(ax, bx, ahw, bh, h_prev, gates, ahn, h):
+    """One GRU step (reset-after form), the biases of G1 and G2, and G3-G5, fused.
 
-    ax   (B, 3H)  input projection with bx (G1);  ahw (B, 3H) = h_{t-1} Wh (G2 without bh)
-    bh   (3H,)    recurrent bias;                 h_prev (B, H)
+    ax   (B, 3H)  input projection x_t Wx (G1 without bx);  bx (3H,) input bias
+    ahw  (B, 3H)  h_{t-1} Wh (G2 without bh);  bh (3H,) recurrent bias;  h_prev (B, H)
     outputs: gates (B, 3H) [r, z, n]; ahn (B, H) = h_{t-1} Wh_n + bh_n (kept for dG4); h (B, H)
     """
     B = ax.shape[0]
     H = ax.shape[1] // 3
+    bxr, bxz, bxn = bx[:H], bx[H : 2 * H], bx[2 * H :]
+    bhr, bhz, bhn = bh[:H], bh[H : 2 * H], bh[2 * H :]
     for k in range(B):
+        xr, xz, xn = ax[k, :H], ax[k, H : 2 * H], ax[k, 2 * H :]
+        hr, hz, hn = ahw[k, :H], ahw[k, H : 2 * H], ahw[k, 2 * H :]
+        gr, gz, gn = gates[k, :H], gates[k, H : 2 * H], gates[k, 2 * H :]
+        an_, hp, hk = ahn[k], h_prev[k], h[k]
         for j in range(H):
-            r = sigmoid(ax[k, j] + ahw[k, j] + bh[j])  # G2 + G3
-            z = sigmoid(ax[k, H + j] + ahw[k, H + j] + bh[H + j])  # G2 + G3
-            an = ahw[k, 2 * H + j] + bh[2 * H + j]  # G2
-            n = tanh(ax[k, 2 * H + j] + r * an)  # G4
-            gates[k, j] = r
-            gates[k, H + j] = z
-            gates[k, 2 * H + j] = n
-            ahn[k, j] = an
-            h[k, j] = (1.0 - z) * n + z * h_prev[k, j]  # G5
+            r = sigmoid(xr[j] + bxr[j] + hr[j] + bhr[j])  # G1 + G2 + G3
+            z = sigmoid(xz[j] + bxz[j] + hz[j] + bhz[j])  # G1 + G2 + G3
+            an = hn[j] + bhn[j]  # G2
+            n = tanh(xn[j] + bxn[j] + r * an)  # G1 + G4
+            gr[j] = r
+            gz[j] = z
+            gn[j] = n
+            an_[j] = an
+            hk[j] = (1.0 - z) * n + z * hp[j]  # G5
 
 
 @njit(**_JIT)
@@ -136,25 +150,26 @@ def gru_cell_backward(dh_out, dh_next, gates, ahn, h_prev, dax, dah, dh_prev):
     B = gates.shape[0]
     H = gates.shape[1] // 3
     for k in range(B):
+        gr, gz, gn = gates[k, :H], gates[k, H : 2 * H], gates[k, 2 * H :]
+        xr, xz, xn = dax[k, :H], dax[k, H : 2 * H], dax[k, 2 * H :]
+        hr, hz, hn = dah[k, :H], dah[k, H : 2 * H], dah[k, 2 * H :]
+        up, nxt, an_, hp, dhp = dh_out[k], dh_next[k], ahn[k], h_prev[k], dh_prev[k]
         for j in range(H):
-            r = gates[k, j]
-            z = gates[k, H + j]
-            n = gates[k, 2 * H + j]
-            hp = h_prev[k, j]
-            dh = dh_out[k, j] + dh_next[k, j]
-            dz = dh * (hp - n)  # dG5
+            r, z, n = gr[j], gz[j], gn[j]
+            dh = up[j] + nxt[j]
+            dz = dh * (hp[j] - n)  # dG5
             dn = dh * (1.0 - z)  # dG5
             dan = dn * (1.0 - n * n)  # dG4
-            dr = dan * ahn[k, j]  # dG4
+            dr = dan * an_[j]  # dG4
             dar = dr * r * (1.0 - r)  # dG3
             daz = dz * z * (1.0 - z)  # dG3
-            dax[k, j] = dar
-            dax[k, H + j] = daz
-            dax[k, 2 * H + j] = dan
-            dah[k, j] = dar
-            dah[k, H + j] = daz
-            dah[k, 2 * H + j] = dan * r  # dG4
-            dh_prev[k, j] = dh * z  # dG5 (direct path)
+            xr[j] = dar
+            xz[j] = daz
+            xn[j] = dan
+            hr[j] = dar
+            hz[j] = daz
+            hn[j] = dan * r  # dG4
+            dhp[j] = dh * z  # dG5 (direct path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,25 +178,28 @@ def gru_cell_backward(dh_out, dh_next, gates, ahn, h_prev, dax, dah, dh_prev):
 
 
 @njit(**_JIT)
-def gru_rz_forward(ax, ahw_rz, bh, h_prev, gates, rh):
+def gru_rz_forward(ax, bx, ahw_rz, bh, h_prev, gates, rh):
     """Reset-before form, first half of a step: G2c and G3, then r * h_{t-1} for G4c.
 
-    ax (B, 3H); ahw_rz (B, 2H) = h_{t-1} Wh[:, :2H]; bh (3H,); h_prev (B, H)
+    ax (B, 3H) = x_t Wx; bx (3H,); ahw_rz (B, 2H) = h_{t-1} Wh[:, :2H]; bh (3H,); h_prev (B, H)
     outputs: gates[:, :2H] = [r, z]; rh (B, H) = r * h_{t-1}
     """
     B = ax.shape[0]
     H = ax.shape[1] // 3
+    bxr, bxz, bhr, bhz = bx[:H], bx[H : 2 * H], bh[:H], bh[H : 2 * H]
     for k in range(B):
+        xr, xz, hr, hz = ax[k, :H], ax[k, H : 2 * H], ahw_rz[k, :H], ahw_rz[k, H : 2 * H]
+        gr, gz, hp, rhk = gates[k, :H], gates[k, H : 2 * H], h_prev[k], rh[k]
         for j in range(H):
-            r = sigmoid(ax[k, j] + ahw_rz[k, j] + bh[j])  # G2c + G3
-            z = sigmoid(ax[k, H + j] + ahw_rz[k, H + j] + bh[H + j])  # G2c + G3
-            gates[k, j] = r
-            gates[k, H + j] = z
-            rh[k, j] = r * h_prev[k, j]
+            r = sigmoid(xr[j] + bxr[j] + hr[j] + bhr[j])  # G1 + G2c + G3
+            z = sigmoid(xz[j] + bxz[j] + hz[j] + bhz[j])  # G1 + G2c + G3
+            gr[j] = r
+            gz[j] = z
+            rhk[j] = r * hp[j]
 
 
 @njit(**_JIT)
-def gru_cho_cell_forward(ax, ahw_n, bh, h_prev, gates, h):
+def gru_cho_cell_forward(ax, bx, ahw_n, bh, h_prev, gates, h):
     """Reset-before form, second half of a step: G4c and G5.
 
     ahw_n (B, H) = (r * h_{t-1}) Wh[:, 2H:]; gates[:, :2H] already hold r, z.
@@ -189,12 +207,15 @@ def gru_cho_cell_forward(ax, ahw_n, bh, h_prev, gates, h):
     """
     B = ax.shape[0]
     H = ax.shape[1] // 3
+    bxn, bhn = bx[2 * H :], bh[2 * H :]
     for k in range(B):
+        xn, hn, gz, gn = ax[k, 2 * H :], ahw_n[k], gates[k, H : 2 * H], gates[k, 2 * H :]
+        hp, hk = h_prev[k], h[k]
         for j in range(H):
-            z = gates[k, H + j]
-            n = tanh(ax[k, 2 * H + j] + ahw_n[k, j] + bh[2 * H + j])  # G4c
-            gates[k, 2 * H + j] = n
-            h[k, j] = (1.0 - z) * n + z * h_prev[k, j]  # G5
+            z = gz[j]
+            n = tanh(xn[j] + bxn[j] + hn[j] + bhn[j])  # G1 + G4c
+            gn[j] = n
+            hk[j] = (1.0 - z) * n + z * hp[j]  # G5
 
 
 @njit(**_JIT)
@@ -208,13 +229,14 @@ def gru_cho_cell_backward(dh_out, dh_next, gates, h_prev, da, dh_prev):
     B = gates.shape[0]
     H = gates.shape[1] // 3
     for k in range(B):
+        gz, gn, dz_, dn_ = gates[k, H : 2 * H], gates[k, 2 * H :], da[k, H : 2 * H], da[k, 2 * H :]
+        up, nxt, hp, dhp = dh_out[k], dh_next[k], h_prev[k], dh_prev[k]
         for j in range(H):
-            z = gates[k, H + j]
-            n = gates[k, 2 * H + j]
-            dh = dh_out[k, j] + dh_next[k, j]
-            da[k, H + j] = dh * (h_prev[k, j] - n) * z * (1.0 - z)  # dG5 (dz) then dG3
-            da[k, 2 * H + j] = dh * (1.0 - z) * (1.0 - n * n)  # dG5 (dn) then dG4c
-            dh_prev[k, j] = dh * z  # dG5 (direct path)
+            z, n = gz[j], gn[j]
+            dh = up[j] + nxt[j]
+            dz_[j] = dh * (hp[j] - n) * z * (1.0 - z)  # dG5 (dz) then dG3
+            dn_[j] = dh * (1.0 - z) * (1.0 - n * n)  # dG5 (dn) then dG4c
+            dhp[j] = dh * z  # dG5 (direct path)
 
 
 @njit(**_JIT)
@@ -226,11 +248,12 @@ def gru_rz_backward(drh, gates, h_prev, da, dh_prev):
     B = gates.shape[0]
     H = gates.shape[1] // 3
     for k in range(B):
+        gr, dr_, d, hp, dhp = gates[k, :H], da[k, :H], drh[k], h_prev[k], dh_prev[k]
         for j in range(H):
-            r = gates[k, j]
-            dr = drh[k, j] * h_prev[k, j]  # dG4c
-            da[k, j] = dr * r * (1.0 - r)  # dG3
-            dh_prev[k, j] += drh[k, j] * r  # dG4c
+            r = gr[j]
+            dr = d[j] * hp[j]  # dG4c
+            dr_[j] = dr * r * (1.0 - r)  # dG3
+            dhp[j] += d[j] * r  # dG4c
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,34 +262,34 @@ def gru_rz_backward(drh, gates, h_prev, da, dh_prev):
 
 
 @njit(**_JIT, parallel=True, fastmath=_REDUCE)
-def softmax_xent_rows(z, b, targets, scale, losses):
-    """Fused S1 (bias), S2, S3 and their backward, in place, parallel over rows.
+def softmax_xent_rows(z, b, targets, scale, losses, q):
+    """Fused S1 (bias), S2, S3 and dS3·dS2 in factored form, in place, parallel over rows.
 
-    z (N, V)   in: logits h W (without bias); out: dZ = scale * (softmax(z + b) - onehot(y))
+    z (N, V)   in: logits h W (without bias); out: the factor Ẽ of dZ = diag(q) Ẽ, i.e.
+               Ẽ[n, k] = exp(z[n, k] + b[k] - m_n) - s_n [k = y_n]   (see docs/layers.md, dS2f)
     b (V,)     softmax bias
     targets (N,) int, validated by the caller to lie in [0, V)
-    losses  (N,) float64 out: -log p[n, y_n] (unscaled)
-    Only this one (N, V) buffer exists: each row is overwritten with its own gradient.
+    scale      1 / B, in the arrays' dtype
+    losses (N,) float64 out: -log p[n, y_n] (unscaled)
+    q (N,)     out: scale / s_n, the row factor; s_n = sum_k exp(z[n, k] + b[k] - m_n)
+    Only this one (N, V) buffer exists; two passes per row: the max, then the exponentials.
     """
     N, V = z.shape
     for n in prange(N):
         row = z[n]
-        m = row[0] + b[0]  # the row max, kept in the array's dtype
+        m = row[0] + b[0]  # the row max of S1's z + b, kept in the array's dtype
         for k in range(V):
-            v = row[k] + b[k]  # S1 bias
-            row[k] = v
-            m = max(m, v)
-        zy = row[targets[n]]
-        s = 0.0
+            m = max(m, row[k] + b[k])
+        y = targets[n]
+        zy = row[y] + b[y]
+        s = zero_like(m)  # in the arrays' dtype: a float64 sum halved the speed of this loop
         for k in range(V):
-            e = exp_floor(row[k] - m)  # S2, shifted by the row max
+            e = exp_floor(row[k] + b[k] - m)  # S1 bias, S2 shifted by the row max
             row[k] = e
             s += e
-        losses[n] = m + math.log(s) - zy  # S3: logsumexp - z_y
-        inv = scale / s
-        for k in range(V):
-            row[k] *= inv  # dS2: scale * softmax
-        row[targets[n]] -= scale  # dS2: - scale * onehot
+        losses[n] = np.float64(m) + math.log(np.float64(s)) - zy  # S3: logsumexp - z_y
+        row[y] -= s  # dS2f: (e - s onehot) / s = softmax - onehot
+        q[n] = scale / s  # dS2f: the row factor, applied to the GEMMs' small operands
 
 
 @njit(**_JIT, parallel=True, fastmath=_REDUCE)
@@ -278,11 +301,11 @@ def softmax_xent_loss_rows(z, b, targets, losses):
         m = row[0] + b[0]
         for k in range(V):
             m = max(m, row[k] + b[k])
-        s = 0.0
+        s = zero_like(m)
         for k in range(V):
             s += exp_floor(row[k] + b[k] - m)
         y = targets[n]
-        losses[n] = m + math.log(s) - (row[y] + b[y])
+        losses[n] = np.float64(m) + math.log(np.float64(s)) - (row[y] + b[y])
 
 
 @njit(**_JIT)
@@ -297,6 +320,43 @@ def embedding_scatter_add(dW, ids, dout):
         row = ids[n]
         for j in range(E):
             dW[row, j] += dout[n, j]
+
+
+@njit(**_JIT)
+def embedding_rows_grad(ids, dout, slot, rows, values):
+    """dE1 in row-sparse form (see sparse.py): values[u] = sum of dout[n] over ids[n] == rows[u].
+
+    ids (N,) int validated to lie in [0, V); dout (N, E); rows (N,) and values (N, E) out, of
+    which the first U (the return value) are filled. slot (V,) int scratch: -1 everywhere on
+    entry, restored to -1 on exit (slot[id] = u while id's row is being summed).
+    """
+    N, E = dout.shape
+    U = 0
+    for n in range(N):
+        r = ids[n]
+        u = slot[r]
+        if u < 0:  # first time this id appears: a new row
+            u = U
+            slot[r] = u
+            rows[u] = r
+            for j in range(E):
+                values[u, j] = 0.0
+            U += 1
+        for j in range(E):
+            values[u, j] += dout[n, j]  # repeated ids accumulate
+    for u in range(U):
+        slot[rows[u]] = -1
+    return U
+
+
+@njit(**_JIT)
+def scatter_scaled_add(p, rows, values, alpha):
+    """p[rows[u]] += alpha * values[u]: the SGD step O3 on a row-sparse gradient."""
+    U, E = values.shape
+    for u in range(U):
+        r = rows[u]
+        for j in range(E):
+            p[r, j] += alpha * values[u, j]
 
 
 @njit(**_JIT)

@@ -137,17 +137,28 @@ def softmax_xent_forward_backward(
 def softmax_xent_forward_backward_unchecked(
     h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax"
 ):
-    """``softmax_xent_forward_backward`` without validation."""
-    N, V = h.shape[0], W.shape[1]
+    """``softmax_xent_forward_backward`` without validation.
+
+    dW and db are returned as two views of one (H + 1, V) array: db is the last row of the
+    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns.
+    """
+    N, H = h.shape
+    V = W.shape[1]
     dt = h.dtype
-    # (S1) the one (N, V) buffer; the kernel adds b and turns it into dZ in place.
+    # (S1) the one (N, V) buffer; the kernel adds b and turns it into Ẽ in place.
     z = matmul_into(h, W, ws.empty(tag + ".z", (N, V), dt))
     losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
-    kernels.softmax_xent_rows(z, b, targets, 1.0 / batch_size, losses)  # S2, S3, dS3, dS2
-    dW = np.matmul(h.T, z, out=ws.empty(tag + ".dW", W.shape, dt))  # (dS1)
-    db = np.sum(z, axis=0, out=ws.empty(tag + ".db", (V,), dt))  # (dS1)
-    dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", h.shape, dt))  # (dS1)
-    return float(losses.sum()) / batch_size, dh, dW, db
+    q = ws.empty(tag + ".q", (N,), dt)
+    kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)  # S2, S3, dS2f
+    # (dS1) with dZ = diag(q) Ẽ (dS2f): [dW; db] = [h 1]^T dZ = (diag(q) [h 1])^T Ẽ.
+    hq = ws.empty(tag + ".hq", (N, H + 1), dt)
+    np.multiply(h, q[:, None], out=hq[:, :H])
+    hq[:, H] = q
+    dWb = np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (H + 1, V), dt))
+    # (dS1) dh = dZ W^T = diag(q) (Ẽ W^T)
+    dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", (N, H), dt))
+    dh *= q[:, None]
+    return float(losses.sum()) / batch_size, dh, dWb[:H], dWb[H]
 
 
 def softmax_xent_loss(

@@ -99,10 +99,10 @@ def lstm_forward_unchecked(
     T, B, D = x.shape
     H = h0.shape[1]
     dt = x.dtype
-    # (L1) input projection of all T steps in one GEMM: (T*B, D) @ (D, 4H), bias added once.
+    # (L1) input projection of all T steps in one GEMM: (T*B, D) @ (D, 4H); the gate kernel
+    # adds the bias b (L2), which saves a pass over ax.
     ax = ws.empty(tag + ".ax", (T, B, 4 * H), dt)
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 4 * H))
-    ax += b
     gates = ws.empty(tag + ".gates", (T, B, 4 * H), dt)
     h = ws.empty(tag + ".h", (T + 1, B, H), dt)
     c = ws.empty(tag + ".c", (T + 1, B, H), dt)
@@ -113,7 +113,9 @@ def lstm_forward_unchecked(
     c[0] = c0
     for t in range(T):
         matmul_into(h[t], Wh, ah)  # (L2) recurrent GEMM h_{t-1} Wh
-        kernels.lstm_cell_forward(ax[t], ah, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1])
+        kernels.lstm_cell_forward(
+            ax[t], ah, b, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1]
+        )  # L2 (+ b), L3-L6
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
     return hs, h[T].copy(), c[T].copy(), LSTMCache(x, Wx, Wh, gates, h, c, tc)

@@ -27,6 +27,7 @@ from .layers import (
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
+from .sparse import IndexedRows
 from .workspace import Workspace
 
 State = list[tuple[np.ndarray, ...]]
@@ -245,12 +246,16 @@ class LanguageModel:
         rng: np.random.Generator | None = None,
         *,
         masks: Sequence[np.ndarray | None] | None = None,
+        sparse_embedding: bool = False,
     ) -> tuple[float, dict[str, np.ndarray], State]:
         """Training step's loss (as ``loss``) and gradients of every parameter.
 
         keep_prob < 1 applies dropout with masks drawn from ``rng``; ``masks`` (one per dropout
         site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
         for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
+        ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
+        rows of the batch's words, see ``sparse.py``) instead of a dense (V, H) array;
+        ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
 
         Returns (loss, grads with the keys of ``params``, final state). The gradient arrays are
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
@@ -275,10 +280,19 @@ class LanguageModel:
                     d, zeros, fw.caches[layer], ws, f"l{layer}")  # fmt: skip
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
-        d = dropout_backward(d, fw.masks[0])  # dD1
-        demb = ws.zeros("embedding.grad", p["embedding"].shape, self.dtype)
-        kernels.embedding_scatter_add(demb, fw.ids.reshape(-1), d.reshape(T * B, H))  # dE1
-        grads["embedding"] = demb
+        d = dropout_backward(d, fw.masks[0]).reshape(T * B, H)  # dD1
+        ids = fw.ids.reshape(-1)
+        if sparse_embedding:  # dE1, only the rows of the words in the batch
+            # all -1, and the kernel leaves it so after every call
+            slot = ws.scratch("embedding.slot", (self.vocab_size,), np.dtype(np.int64), -1)
+            rows = ws.empty("embedding.rows", (T * B,), np.dtype(np.int64))
+            values = ws.empty("embedding.values", (T * B, H), self.dtype)
+            U = kernels.embedding_rows_grad(ids, d, slot, rows, values)
+            grads["embedding"] = IndexedRows(rows[:U], values[:U], p["embedding"].shape)
+        else:
+            demb = ws.zeros("embedding.grad", p["embedding"].shape, self.dtype)
+            kernels.embedding_scatter_add(demb, ids, d)  # dE1
+            grads["embedding"] = demb
         return loss, {k: grads[k] for k in p}, new_state
 
     def logits(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:

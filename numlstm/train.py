@@ -58,8 +58,12 @@ def train_step(
     model: LanguageModel, opt: SGD, x: np.ndarray, y: np.ndarray, state: State,
     max_grad_norm: float, keep_prob: float, rng: np.random.Generator,
 ) -> tuple[float, State]:  # fmt: skip
-    """Forward, backward, clip by global norm (O1, O2) and SGD update (O3) of one batch."""
-    loss, grads, state = model.loss_and_grads(x, y, state, keep_prob, rng)
+    """Forward, backward, clip by global norm (O1, O2) and SGD update (O3) of one batch.
+
+    The embedding's gradient stays row-sparse (``IndexedRows``): the norm and the update touch
+    only the rows of the batch's words, with the same result as the dense gradient.
+    """
+    loss, grads, state = model.loss_and_grads(x, y, state, keep_prob, rng, sparse_embedding=True)
     norm = global_norm(grads)  # (O1)
     opt.step(grads, grad_scale=clip_factor(norm, max_grad_norm))  # (O2) folded into (O3)
     return loss, state

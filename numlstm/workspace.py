@@ -33,6 +33,15 @@ class Workspace:
         a.fill(0)
         return a
 
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: np.dtype, fill) -> np.ndarray:
+        """An array filled with ``fill`` when first created, then handed back as the caller left
+        it: for scratch that a kernel restores to ``fill`` after every use."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.full(shape, fill, dtype)
+            self._arrays[name] = a
+        return a
+
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._arrays.values())
 
@@ -45,6 +54,9 @@ class _Fresh(Workspace):
 
     def zeros(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return np.zeros(shape, dtype)
+
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: np.dtype, fill) -> np.ndarray:
+        return np.full(shape, fill, dtype)
 
 
 FRESH = _Fresh()

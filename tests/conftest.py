@@ -75,7 +75,7 @@ _KERNEL_NAMES = (
     "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
     "gru_rz_forward", "gru_cho_cell_forward", "gru_cho_cell_backward", "gru_rz_backward",
     "softmax_xent_rows", "softmax_xent_loss_rows", "embedding_scatter_add", "scaled_add",
-    "adam_update", "sum_of_squares",
+    "adam_update", "sum_of_squares", "embedding_rows_grad", "scatter_scaled_add",
 )  # fmt: skip
 
 
