@@ -12,8 +12,10 @@ batch size 20 and the config's num_steps, hidden size, layers and keep_prob:
 * The GEMM roofline: every matrix product of one training step timed on its own at its own
   shape with ``np.matmul(..., out=...)`` in this process (per layer: the input projection,
   T recurrent products forward and T backward, dWx, dWh, dx; the softmax's three), summed:
-  T * B / that time is the words/s ceiling if everything but the GEMMs were free.
-  efficiency = achieved / roofline.
+  T * B / that time is the words/s ceiling if everything but the GEMMs were free. It is
+  measured once per repeat, right after that repeat's training run, so that both see the
+  same machine load; efficiency = the median over repeats of (training words/s / roofline
+  words/s) of the same repeat. Both are means over their run (steps, or GEMM calls).
 * ``--compare-torch``: the same model in PyTorch (nn.Embedding -> nn.LSTM/nn.GRU -> nn.Linear,
   dropout as in the config, CrossEntropyLoss(reduction='sum') / B, SGD + clip_grad_norm_),
   trained and evaluated (batch 1 x 1 step under ``torch.no_grad()``) in the same process;
@@ -192,24 +194,21 @@ def step_gemms(cfg: Config, cell: str) -> list[tuple[str, int, int, int, int, bo
 
 
 def time_gemm(m: int, k: int, n: int, trans_a: bool, trans_b: bool, min_seconds=0.05) -> float:
-    """Seconds per ``np.matmul(a, b, out=c)`` at this shape (float32), best of 3 runs."""
+    """Seconds per ``np.matmul(a, b, out=c)`` at this shape (float32): the mean over calls
+    repeated for at least ``min_seconds``, after one untimed call."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
     a, b = (a.T if trans_a else a), (b.T if trans_b else b)
     c = np.empty((m, n), np.float32)
     np.matmul(a, b, out=c)
-    best = float("inf")
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while True:
-            np.matmul(a, b, out=c)
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        best = min(best, elapsed / calls)
-    return best
+    calls, start = 0, time.perf_counter()
+    while True:
+        np.matmul(a, b, out=c)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
 
 
 def roofline(cfg: Config, cell: str) -> tuple[float, float]:
@@ -377,8 +376,10 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
     if theirs is not None:
         theirs(2)
     train_wps: dict[str, list[float]] = {"numlstm": [], "torch": []}
+    roofs: list[tuple[float, float]] = []
     for _ in range(args.repeats):
         train_wps["numlstm"].append(words / timed(lambda: ours(args.steps)))
+        roofs.append(roofline(cfg, cell))  # right after: the same machine load
         if theirs is not None:
             train_wps["torch"].append(words / timed(lambda: theirs(args.steps)))
     row["numlstm_train_wps"] = statistics.median(train_wps["numlstm"])
@@ -391,8 +392,11 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
     # FLOPs and the GEMM roofline.
     row["flops_per_word"] = flops_per_word(cfg, cell)
     row["achieved_gflops"] = row["flops_per_word"] * row["numlstm_train_wps"] / 1e9
-    row["gemm_seconds_per_step"], row["roofline_wps"] = roofline(cfg, cell)
-    row["efficiency"] = row["numlstm_train_wps"] / row["roofline_wps"]
+    row["gemm_seconds_per_step"] = statistics.median(r[0] for r in roofs)
+    row["roofline_wps"] = statistics.median(r[1] for r in roofs)
+    row["roofline_wps_runs"] = [r[1] for r in roofs]
+    row["efficiency_runs"] = [w / r[1] for w, r in zip(train_wps["numlstm"], roofs, strict=True)]
+    row["efficiency"] = statistics.median(row["efficiency_runs"])
 
     # Evaluation at batch 1 x 1 step.
     n = args.eval_steps
@@ -467,25 +471,26 @@ def hidden_sweep(sizes: list[int], cells: list[str], args) -> list[dict]:
             run = numlstm_trainer(cfg, cell)
             run(2)
             words = args.steps * B * cfg.num_steps
-            runs = []
+            runs, roofs = [], []
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 run(args.steps)
                 runs.append(words / (time.perf_counter() - start))
-            wps = statistics.median(runs)
-            _, roof = roofline(cfg, cell)
+                roofs.append(roofline(cfg, cell)[1])
+            wps, roof = statistics.median(runs), statistics.median(roofs)
+            efficiency = statistics.median(w / r for w, r in zip(runs, roofs, strict=True))
             out.append(
                 {
                     "cell": cell,
                     "hidden": H,
                     "train_wps": wps,
                     "roofline_wps": roof,
-                    "efficiency": wps / roof,
+                    "efficiency": efficiency,
                 }
             )
             print(
                 f"  sweep {cell} H={H}: {wps:,.0f} words/s, roofline {roof:,.0f} "
-                f"({wps / roof:.0%})",
+                f"({efficiency:.0%})",
                 flush=True,
             )
     return out
@@ -629,9 +634,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"GEMMs alone {1e3 * r['gemm_seconds_per_step']:.1f} ms/step"
             )
         print(
-            "roofline = T * B / (sum of every GEMM of a step timed alone at its shape); "
-            "efficiency = achieved / roofline."
+            "roofline = T * B / (sum of every GEMM of a step timed alone at its shape), "
+            "measured after each training run; efficiency = median over runs of achieved / "
+            "roofline of the same run."
         )
+        for r in results["rows"]:
+            runs = ", ".join(f"{e:.0%}" for e in r["efficiency_runs"])
+            print(f"  {r['config']} {r['cell']} efficiency per run: {runs}")
         print("peak RSS is the process's peak so far: run one config alone for its own figure.")
     if "startup" in results:
         s = results["startup"]

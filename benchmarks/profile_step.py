@@ -120,7 +120,8 @@ def lstm_backward_profiled(dhs, cache, ws, tag, clock):
     for s in range(T - 1, -1, -1):
         kernels.lstm_cell_backward(dhs[s], dh, dc, gates[s], c[s], tc[s], da[s])
         t = clock.lap("lstm bwd gate kernels", t)
-        np.matmul(da[s], WhT, out=dh)  # (dL2)
+        if s > 0:  # dh0 is not needed (truncated BPTT): no GEMM at s = 0
+            np.matmul(da[s], WhT, out=dh)  # (dL2)
         t = clock.lap("lstm bwd GEMMs", t)
     dA = da.reshape(T * Bn, 4 * H)
     dWh = np.matmul(h[:T].reshape(T * Bn, H).T, dA, out=ws.empty(tag + ".dWh", Wh.shape, dt))

@@ -145,8 +145,14 @@ def gru_backward(
     return gru_backward_unchecked(dhs, dhT, cache)
 
 
-def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag: str = "gru"):
-    """``gru_backward`` without validation."""
+def gru_backward_unchecked(
+    dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag: str = "gru", need_dh0: bool = True
+):
+    """``gru_backward`` without validation.
+
+    ``need_dh0=False`` skips the last recurrent GEMM of dh0 and returns None for dh0 (truncated
+    BPTT does not use the gradient on the initial state).
+    """
     x, Wx, Wh, h = cache.x, cache.Wx, cache.Wh, cache.h
     T, B, D = x.shape
     H = Wh.shape[0]
@@ -164,8 +170,9 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag
             kernels.gru_cell_backward(
                 dhs[t], dh, cache.gates[t], cache.aux[t], h[t], dax[t], dah[t], dh_prev
             )
-            matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
-            dh += dh_prev  # ... + dh * z (dG5)
+            if t > 0 or need_dh0:
+                matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
+                dh += dh_prev  # ... + dh * z (dG5)
         dAh = dah.reshape(T * B, 3 * H)
         dWh = np.matmul(Hprev.T, dAh, out=ws.empty(tag + ".dWh", Wh.shape, dt))  # (dG2)
         dbh = np.sum(dAh, axis=0, out=ws.empty(tag + ".dbh", (3 * H,), dt))  # (dG2)
@@ -177,8 +184,9 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag
             kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
             matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) d(r*h) = da_n Wh_n^T
             kernels.gru_rz_backward(drh, cache.gates[t], h[t], dax[t], dh_prev)  # dG4c, dG3
-            matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da_rz Wh_rz^T ...
-            dh += dh_prev  # ... + dh * z + d(r*h) * r
+            if t > 0 or need_dh0:
+                matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da_rz Wh_rz^T ...
+                dh += dh_prev  # ... + dh * z + d(r*h) * r
         dA = dax.reshape(T * B, 3 * H)
         dWh = ws.empty(tag + ".dWh", Wh.shape, dt)
         np.matmul(Hprev.T, dA[:, : 2 * H], out=dWh[:, : 2 * H])  # (dG2c)
@@ -193,4 +201,4 @@ def gru_backward_unchecked(dhs, dhT, cache: GRUCache, ws: Workspace = FRESH, tag
         dbx[...] = dbh  # (dG1) the same gradient in this form
     dx = ws.empty(tag + ".dx", (T, B, D), dt)
     np.matmul(dAx, Wx.T, out=dx.reshape(T * B, D))  # (dG1)
-    return dx, dh, dWx, dWh, dbx, dbh
+    return dx, (dh if need_dh0 else None), dWx, dWh, dbx, dbh

@@ -44,28 +44,36 @@ def lstm_cell_forward(ax, ah, b, c_prev, forget_bias, gates, c, tc, h):
     forget_bias     a scalar of the arrays' dtype
     outputs: gates (B, 4H) activated [i, f, g, o]; c (B, H); tc = tanh(c) (B, H); h (B, H)
 
-    Each gate block is its own simple loop over contiguous memory so that the compiler
-    vectorises it (8 float32 lanes with AVX2).
+    The loop runs over one-dimensional views of each gate block so that the compiler
+    vectorises it (8 float32 lanes with AVX2); one pass per batch row does L2-L6.
     """
     B = ax.shape[0]
     H = ax.shape[1] // 4
+    bi, bf, bg, bo = b[:H], b[H : 2 * H], b[2 * H : 3 * H], b[3 * H :]
     for n in range(B):
-        a, r, gt = ax[n], ah[n], gates[n]
-        for k in range(H):
-            gt[k] = sigmoid(a[k] + r[k] + b[k])  # L2 + L3: i
-        for k in range(H, 2 * H):
-            gt[k] = sigmoid(a[k] + r[k] + b[k] + forget_bias)  # L2 + L3: f
-        for k in range(2 * H, 3 * H):
-            gt[k] = tanh(a[k] + r[k] + b[k])  # L2 + L4: g
-        for k in range(3 * H, 4 * H):
-            gt[k] = sigmoid(a[k] + r[k] + b[k])  # L2 + L3: o
+        xi, xf, xg, xo = ax[n, :H], ax[n, H : 2 * H], ax[n, 2 * H : 3 * H], ax[n, 3 * H :]
+        hi, hf, hg, ho = ah[n, :H], ah[n, H : 2 * H], ah[n, 2 * H : 3 * H], ah[n, 3 * H :]
+        gi, gf, gg, go = (
+            gates[n, :H],
+            gates[n, H : 2 * H],
+            gates[n, 2 * H : 3 * H],
+            gates[n, 3 * H :],
+        )
         cp, cn, tn, hn = c_prev[n], c[n], tc[n], h[n]
         for j in range(H):
-            v = gt[H + j] * cp[j] + gt[j] * gt[2 * H + j]  # L5: c = f * c_prev + i * g
+            i = sigmoid(xi[j] + hi[j] + bi[j])  # L2 + L3: input gate
+            f = sigmoid(xf[j] + hf[j] + bf[j] + forget_bias)  # L2 + L3: forget gate
+            g = tanh(xg[j] + hg[j] + bg[j])  # L2 + L4: candidate
+            o = sigmoid(xo[j] + ho[j] + bo[j])  # L2 + L3: output gate
+            v = f * cp[j] + i * g  # L5: c = f * c_prev + i * g
             t = tanh(v)
+            gi[j] = i
+            gf[j] = f
+            gg[j] = g
+            go[j] = o
             cn[j] = v
             tn[j] = t
-            hn[j] = gt[3 * H + j] * t  # L6: h = o * tanh(c)
+            hn[j] = o * t  # L6: h = o * tanh(c)
 
 
 @njit(**_JIT)

@@ -152,8 +152,14 @@ def lstm_backward(
     return lstm_backward_unchecked(dhs, dhT, dcT, cache)
 
 
-def lstm_backward_unchecked(dhs, dhT, dcT, cache: LSTMCache, ws: Workspace = FRESH, tag="lstm"):
-    """``lstm_backward`` without validation."""
+def lstm_backward_unchecked(
+    dhs, dhT, dcT, cache: LSTMCache, ws: Workspace = FRESH, tag="lstm", need_dh0: bool = True
+):
+    """``lstm_backward`` without validation.
+
+    ``need_dh0=False`` skips the last recurrent GEMM (dh0 = da_0 Wh^T) and returns None for dh0:
+    in truncated BPTT nothing uses the gradient on the initial state.
+    """
     x, Wx, Wh = cache.x, cache.Wx, cache.Wh
     T, B, D = x.shape
     H = Wh.shape[0]
@@ -167,7 +173,8 @@ def lstm_backward_unchecked(dhs, dhT, dcT, cache: LSTMCache, ws: Workspace = FRE
     for t in range(T - 1, -1, -1):
         # dL6-dL3: da[t] from dh = dhs[t] + dh_next; dc becomes dc_{t-1} in place.
         kernels.lstm_cell_backward(dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t])
-        matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
+        if t > 0 or need_dh0:
+            matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
     dA = da.reshape(T * B, 4 * H)
     dWh = np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=ws.empty(tag + ".dWh", Wh.shape, dt))
     dWx = np.matmul(x.reshape(T * B, D).T, dA, out=ws.empty(tag + ".dWx", Wx.shape, dt))
@@ -175,7 +182,7 @@ def lstm_backward_unchecked(dhs, dhT, dcT, cache: LSTMCache, ws: Workspace = FRE
     dx = ws.empty(tag + ".dx", (T, B, D), dt)
     np.matmul(dA, Wx.T, out=dx.reshape(T * B, D))  # (dL1) dX = dA Wx^T
     # (dL2) dWh = sum_t h_{t-1}^T da_t and (dL1) dWx = sum_t x_t^T da_t: one GEMM each.
-    return dx, dh, dc, dWx, dWh, db
+    return dx, (dh if need_dh0 else None), dc, dWx, dWh, db
 
 
 def lstm_step_forward(

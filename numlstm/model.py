@@ -273,11 +273,11 @@ class LanguageModel:
             d = np.ascontiguousarray(dropout_backward(d, fw.masks[layer + 1]))  # dD1
             if self.cell == "lstm":
                 d, _, _, dWx, dWh, db = lstm_backward_unchecked(
-                    d, zeros, zeros, fw.caches[layer], ws, f"l{layer}")  # fmt: skip
+                    d, zeros, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.b"] = db
             else:
                 d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(
-                    d, zeros, fw.caches[layer], ws, f"l{layer}")  # fmt: skip
+                    d, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
         d = dropout_backward(d, fw.masks[0]).reshape(T * B, H)  # dD1
