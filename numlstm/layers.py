@@ -128,7 +128,8 @@ def softmax_xent_forward_backward(
     Loss = sum_n -log softmax(h W + b)[n, y_n] / batch_size, TensorFlow's
     ``sequence_loss_by_example`` summed over time and divided by the batch size.
 
-    Returns (loss, dh (N, H), dW (H, V), db (V,)).
+    Returns (loss, dh (N, H), dW (H, V), db (V,)); dW and db are views of one (H + 1, V) array
+    (db is the last row of the GEMM [h 1]^T dZ, docs/layers.md dS1).
     """
     h, W, b, targets = _check_softmax(h, W, b, targets, batch_size)
     return softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size)
