@@ -21,12 +21,16 @@ class Workspace:
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
 
-    def empty(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def _get(self, name: str, shape: tuple[int, ...], dtype: np.dtype, make) -> np.ndarray:
+        """The array kept under ``name``, or ``make()`` kept there if shape or dtype differ."""
         a = self._arrays.get(name)
         if a is None or a.shape != shape or a.dtype != dtype:
-            a = np.empty(shape, dtype)
+            a = make()
             self._arrays[name] = a
         return a
+
+    def empty(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return self._get(name, shape, dtype, lambda: np.empty(shape, dtype))
 
     def zeros(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         a = self.empty(name, shape, dtype)
@@ -36,11 +40,7 @@ class Workspace:
     def scratch(self, name: str, shape: tuple[int, ...], dtype: np.dtype, fill) -> np.ndarray:
         """An array filled with ``fill`` when first created, then handed back as the caller left
         it: for scratch that a kernel restores to ``fill`` after every use."""
-        a = self._arrays.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = np.full(shape, fill, dtype)
-            self._arrays[name] = a
-        return a
+        return self._get(name, shape, dtype, lambda: np.full(shape, fill, dtype))
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._arrays.values())
