@@ -44,6 +44,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"])
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="row blocks of each batch trained side by side, one thread each "
+                   "(default: one per core; 1: BLAS's own threads)")  # fmt: skip
     _add_data_args(p)
     overrides = p.add_argument_group("config overrides (tutorial field names)")
     for f in dataclasses.fields(get_config("small")):
@@ -61,7 +64,7 @@ def train_main(argv: list[str] | None = None) -> int:
     print(f"config {args.config}: {config}")
     try:
         train(config, _data(args), out, cell=args.cell, seed=args.seed, resume=args.resume,
-              progress=args.progress)  # fmt: skip
+              progress=args.progress, threads=args.threads)  # fmt: skip
     except KeyboardInterrupt:
         return 130
     except (ptb.DataError, ValueError) as e:

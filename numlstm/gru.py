@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, kernels
+from . import _checks, kernels, timeloop
 from .blas import matmul_into
 from .workspace import FRESH, Workspace
 
@@ -100,8 +100,15 @@ def gru_forward_unchecked(
     h = ws.empty(tag + ".h", (T + 1, B, H), dt)
     aux = ws.empty(tag + ".aux", (T, B, H), dt)
     h[0] = h0
+    loop = B >= timeloop.MIN_ROWS  # the T steps in one Numba call (timeloop.py)
+    if loop:
+        WhT = ws.empty(tag + ".WhT", (3 * H, H), dt)
+        np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
     if reset_after:
         ahw = ws.empty(tag + ".ahw", (B, 3 * H), dt)
+    if reset_after and loop:
+        timeloop.gru_forward_loop(ax, bx, WhT, bh, h, gates, aux, ahw)  # G2-G5
+    elif reset_after:
         for t in range(T):
             matmul_into(h[t], Wh, ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
             kernels.gru_cell_forward(ax[t], bx, ahw, bh, h[t], gates[t], aux[t], h[t + 1])  # G3-G5
@@ -109,11 +116,18 @@ def gru_forward_unchecked(
         Wh_rz, Wh_n = Wh[:, : 2 * H], Wh[:, 2 * H :]
         ahw_rz = ws.empty(tag + ".ahw_rz", (B, 2 * H), dt)
         ahw_n = ws.empty(tag + ".ahw_n", (B, H), dt)
-        for t in range(T):
-            matmul_into(h[t], Wh_rz, ahw_rz)  # (G2c) h_{t-1} Wh_rz
-            kernels.gru_rz_forward(ax[t], bx, ahw_rz, bh, h[t], gates[t], aux[t])  # G3, r * h
-            matmul_into(aux[t], Wh_n, ahw_n)  # (G4c) (r * h_{t-1}) Wh_n
-            kernels.gru_cho_cell_forward(ax[t], bx, ahw_n, bh, h[t], gates[t], h[t + 1])  # G4c, G5
+        if loop:  # G2c, G3, G4c, G5
+            timeloop.gru_cho_forward_loop(
+                ax, bx, WhT[: 2 * H], WhT[2 * H :], bh, h, gates, aux, ahw_rz, ahw_n
+            )
+        else:
+            for t in range(T):
+                matmul_into(h[t], Wh_rz, ahw_rz)  # (G2c) h_{t-1} Wh_rz
+                kernels.gru_rz_forward(ax[t], bx, ahw_rz, bh, h[t], gates[t], aux[t])  # G3, r * h
+                matmul_into(aux[t], Wh_n, ahw_n)  # (G4c) (r * h_{t-1}) Wh_n
+                kernels.gru_cho_cell_forward(
+                    ax[t], bx, ahw_n, bh, h[t], gates[t], h[t + 1]
+                )  # G4c, G5
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
     return hs, h[T].copy(), GRUCache(x, Wx, Wh, gates, h, aux, reset_after)
@@ -162,17 +176,23 @@ def gru_backward_unchecked(
     dh_prev = ws.empty(tag + ".dh_prev", (B, H), dt)
     dax = ws.empty(tag + ".dax", (T, B, 3 * H), dt)
     Hprev = h[:T].reshape(T * B, H)
+    loop = B >= timeloop.MIN_ROWS  # the T steps in one Numba call (timeloop.py)
     if cache.reset_after:
         dah = ws.empty(tag + ".dah", (T, B, 3 * H), dt)
         WhT = Wh.T
-        for t in range(T - 1, -1, -1):
-            # dG5-dG3: gradients on the pre-activations, and dh_{t-1}'s direct part dh * z.
-            kernels.gru_cell_backward(
-                dhs[t], dh, cache.gates[t], cache.aux[t], h[t], dax[t], dah[t], dh_prev
+        if loop:  # dG5-dG2
+            timeloop.gru_backward_loop(
+                dhs, dh, cache.gates, cache.aux, h, Wh, dax, dah, dh_prev, need_dh0
             )
-            if t > 0 or need_dh0:
-                matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
-                dh += dh_prev  # ... + dh * z (dG5)
+        else:
+            for t in range(T - 1, -1, -1):
+                # dG5-dG3: gradients on the pre-activations, and dh_{t-1}'s direct part dh * z.
+                kernels.gru_cell_backward(
+                    dhs[t], dh, cache.gates[t], cache.aux[t], h[t], dax[t], dah[t], dh_prev
+                )
+                if t > 0 or need_dh0:
+                    matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = dah_t Wh^T ...
+                    dh += dh_prev  # ... + dh * z (dG5)
         dAh = dah.reshape(T * B, 3 * H)
         dWh = np.matmul(Hprev.T, dAh, out=ws.empty(tag + ".dWh", Wh.shape, dt))  # (dG2)
         dbh = np.sum(dAh, axis=0, out=ws.empty(tag + ".dbh", (3 * H,), dt))  # (dG2)
@@ -180,13 +200,22 @@ def gru_backward_unchecked(
         # In this form dAx = dAh for every gate block, so one buffer (dax) serves both.
         Wh_rzT, Wh_nT = Wh[:, : 2 * H].T, Wh[:, 2 * H :].T
         drh = ws.empty(tag + ".drh", (B, H), dt)
-        for t in range(T - 1, -1, -1):
-            kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
-            matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) d(r*h) = da_n Wh_n^T
-            kernels.gru_rz_backward(drh, cache.gates[t], h[t], dax[t], dh_prev)  # dG4c, dG3
-            if t > 0 or need_dh0:
-                matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da_rz Wh_rz^T ...
-                dh += dh_prev  # ... + dh * z + d(r*h) * r
+        if loop:  # the loop below, in Numba, with contiguous copies of Wh's two blocks
+            Wh_rz = ws.empty(tag + ".Wh_rz", (H, 2 * H), dt)
+            Wh_n = ws.empty(tag + ".Wh_n", (H, H), dt)
+            np.copyto(Wh_rz, Wh[:, : 2 * H])
+            np.copyto(Wh_n, Wh[:, 2 * H :])
+            timeloop.gru_cho_backward_loop(
+                dhs, dh, cache.gates, h, Wh_rz, Wh_n, dax, drh, dh_prev, need_dh0
+            )
+        else:
+            for t in range(T - 1, -1, -1):
+                kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
+                matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) d(r*h) = da_n Wh_n^T
+                kernels.gru_rz_backward(drh, cache.gates[t], h[t], dax[t], dh_prev)  # dG4c, dG3
+                if t > 0 or need_dh0:
+                    matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da_rz Wh_rz^T ...
+                    dh += dh_prev  # ... + dh * z + d(r*h) * r
         dA = dax.reshape(T * B, 3 * H)
         dWh = ws.empty(tag + ".dWh", Wh.shape, dt)
         np.matmul(Hprev.T, dA[:, : 2 * H], out=dWh[:, : 2 * H])  # (dG2c)

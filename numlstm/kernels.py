@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .fastmath import exp_floor, sigmoid, tanh, zero_like
 
 # error_model="numpy": no ZeroDivisionError checks in float division, which would stop the
 # compiler from vectorising the loops (divisions here never have a zero denominator).
-_JIT = {"cache": True, "error_model": "numpy"}
+_JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 # The softmax reductions (max, sum) may be reordered so that they vectorise.
 _REDUCE = {"reassoc", "nsz", "arcp", "contract"}
 
@@ -269,9 +269,9 @@ def gru_rz_backward(drh, gates, h_prev, da, dh_prev):
 # --------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT, parallel=True, fastmath=_REDUCE)
+@njit(**_JIT, fastmath=_REDUCE)
 def softmax_xent_rows(z, b, targets, scale, losses, q):
-    """Fused S1 (bias), S2, S3 and dS3·dS2 in factored form, in place, parallel over rows.
+    """Fused S1 (bias), S2, S3 and dS3·dS2 in factored form, in place, one row at a time.
 
     z (N, V)   in: logits h W (without bias); out: the factor Ẽ of dZ = diag(q) Ẽ, i.e.
                Ẽ[n, k] = exp(z[n, k] + b[k] - m_n) - s_n [k = y_n]   (see docs/layers.md, dS2f)
@@ -281,9 +281,11 @@ def softmax_xent_rows(z, b, targets, scale, losses, q):
     losses (N,) float64 out: -log p[n, y_n] (unscaled)
     q (N,)     out: scale / s_n, the row factor; s_n = sum_k exp(z[n, k] + b[k] - m_n)
     Only this one (N, V) buffer exists; two passes per row: the max, then the exponentials.
+    Serial: the training step runs it on row blocks in threads (parallel.py), and a
+    parallel=True loop right after an OpenBLAS call gained little (docs/performance.md).
     """
     N, V = z.shape
-    for n in prange(N):
+    for n in range(N):
         row = z[n]
         m = row[0] + b[0]  # the row max of S1's z + b, kept in the array's dtype
         for k in range(V):
@@ -300,11 +302,11 @@ def softmax_xent_rows(z, b, targets, scale, losses, q):
         q[n] = scale / s  # dS2f: the row factor, applied to the GEMMs' small operands
 
 
-@njit(**_JIT, parallel=True, fastmath=_REDUCE)
+@njit(**_JIT, fastmath=_REDUCE)
 def softmax_xent_loss_rows(z, b, targets, losses):
-    """S1 (bias), S2, S3 without the gradient; z (N, V) is left unchanged."""
+    """S1 (bias), S2, S3 without the gradient; z (N, V) is left unchanged. Serial, as above."""
     N, V = z.shape
-    for n in prange(N):
+    for n in range(N):
         row = z[n]
         m = row[0] + b[0]
         for k in range(V):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, kernels
+from . import _checks, kernels, timeloop
 from .blas import matmul_into
 from .workspace import FRESH, Workspace
 
@@ -111,11 +111,16 @@ def lstm_forward_unchecked(
     forget_bias = dt.type(forget_bias)  # a Python float would turn float32 math into float64
     h[0] = h0
     c[0] = c0
-    for t in range(T):
-        matmul_into(h[t], Wh, ah)  # (L2) recurrent GEMM h_{t-1} Wh
-        kernels.lstm_cell_forward(
-            ax[t], ah, b, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1]
-        )  # L2 (+ b), L3-L6
+    if B >= timeloop.MIN_ROWS:  # the T steps in one Numba call (timeloop.py)
+        WhT = ws.empty(tag + ".WhT", (4 * H, H), dt)
+        np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
+        timeloop.lstm_forward_loop(ax, b, WhT, forget_bias, h, c, gates, tc, ah)  # L2-L6
+    else:
+        for t in range(T):
+            matmul_into(h[t], Wh, ah)  # (L2) recurrent GEMM h_{t-1} Wh
+            kernels.lstm_cell_forward(
+                ax[t], ah, b, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1]
+            )  # L2 (+ b), L3-L6
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
     return hs, h[T].copy(), c[T].copy(), LSTMCache(x, Wx, Wh, gates, h, c, tc)
@@ -169,12 +174,19 @@ def lstm_backward_unchecked(
     dc = ws.empty(tag + ".dc", (B, H), dt)  # gradient on c_t arriving from step t+1
     dh[...] = dhT
     dc[...] = dcT
-    WhT = Wh.T  # a transposed view: BLAS reads it without a copy
-    for t in range(T - 1, -1, -1):
-        # dL6-dL3: da[t] from dh = dhs[t] + dh_next; dc becomes dc_{t-1} in place.
-        kernels.lstm_cell_backward(dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t])
-        if t > 0 or need_dh0:
-            matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
+    if B >= timeloop.MIN_ROWS:  # the T steps in one Numba call (timeloop.py)
+        timeloop.lstm_backward_loop(
+            dhs, dh, dc, cache.gates, cache.c, cache.tc, Wh, da, need_dh0
+        )  # dL6-dL2
+    else:
+        WhT = Wh.T  # a transposed view: BLAS reads it without a copy
+        for t in range(T - 1, -1, -1):
+            # dL6-dL3: da[t] from dh = dhs[t] + dh_next; dc becomes dc_{t-1} in place.
+            kernels.lstm_cell_backward(
+                dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t]
+            )
+            if t > 0 or need_dh0:
+                matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
     dA = da.reshape(T * B, 4 * H)
     dWh = np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=ws.empty(tag + ".dWh", Wh.shape, dt))
     dWx = np.matmul(x.reshape(T * B, D).T, dA, out=ws.empty(tag + ".dWx", Wx.shape, dt))

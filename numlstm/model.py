@@ -12,6 +12,7 @@ batches but not the gradient. See ``docs/layers.md`` (section "Stacked language 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from .gru import gru_backward_unchecked, gru_forward_unchecked
 from .layers import (
     dropout_backward,
     dropout_forward,
+    dropout_mask,
     softmax_xent_forward_backward_unchecked,
     softmax_xent_loss_unchecked,
 )
@@ -261,10 +263,29 @@ class LanguageModel:
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
         keeps a step free of large allocations); copy them to keep them.
         """
-        H, p, ws = self.hidden_size, self.params, self._ws_train
-        B, T, top, new_state, fw, targets = self._prepare(x, y, state, keep_prob, rng, masks, ws)
+        self._check_dropout(keep_prob, rng, masks)
+        x, y = self._check_inputs(x, y, state)
+        ws = self._ws_train
+        loss, grads, d, ids, new_state = self._forward_backward(
+            x, y, state, keep_prob, rng, masks, x.shape[0], ws
+        )
+        grads["embedding"] = self._embedding_grad(ids, d, sparse_embedding, ws)
+        return loss, {k: grads[k] for k in self.params}, new_state
+
+    def _forward_backward(self, x, y, state, keep_prob, rng, masks, divide_by, ws):
+        """Forward and backward of checked inputs, all but the embedding's gradient.
+
+        The loss (and so every gradient) is divided by ``divide_by``: the batch size, or for a
+        block of a batch's rows (``parallel.py``) the size of the whole batch, so that the
+        blocks' gradients add up to the batch's. Returns (loss, grads without "embedding",
+        gradient on the embedded inputs (T*B, H), their ids (T*B,), final state).
+        """
+        H, p = self.hidden_size, self.params
+        B, T = x.shape
+        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
+        targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B, ws
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, divide_by, ws
         )  # S1-S3 and their backward
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
         d = dh.reshape(T, B, H)
@@ -281,19 +302,40 @@ class LanguageModel:
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
         d = dropout_backward(d, fw.masks[0]).reshape(T * B, H)  # dD1
-        ids = fw.ids.reshape(-1)
-        if sparse_embedding:  # dE1, only the rows of the words in the batch
+        return loss, grads, d, fw.ids.reshape(-1), new_state
+
+    def _embedding_grad(self, ids, d, sparse, ws):
+        """(dE1) the embedding's gradient from ids (N,) and the gradient d (N, H) on their rows:
+        ``IndexedRows`` (only the rows of the words present) if ``sparse``, else dense (V, H)."""
+        H = self.hidden_size
+        N = ids.shape[0]
+        if sparse:
             # all -1, and the kernel leaves it so after every call
             slot = ws.scratch("embedding.slot", (self.vocab_size,), np.dtype(np.int64), -1)
-            rows = ws.empty("embedding.rows", (T * B,), np.dtype(np.int64))
-            values = ws.empty("embedding.values", (T * B, H), self.dtype)
+            rows = ws.empty("embedding.rows", (N,), np.dtype(np.int64))
+            values = ws.empty("embedding.values", (N, H), self.dtype)
             U = kernels.embedding_rows_grad(ids, d, slot, rows, values)
-            grads["embedding"] = IndexedRows(rows[:U], values[:U], p["embedding"].shape)
-        else:
-            demb = ws.zeros("embedding.grad", p["embedding"].shape, self.dtype)
-            kernels.embedding_scatter_add(demb, ids, d)  # dE1
-            grads["embedding"] = demb
-        return loss, {k: grads[k] for k in p}, new_state
+            return IndexedRows(rows[:U], values[:U], self.params["embedding"].shape)
+        demb = ws.zeros("embedding.grad", self.params["embedding"].shape, self.dtype)
+        kernels.embedding_scatter_add(demb, ids, d)
+        return demb
+
+    def draw_masks(self, T: int, B: int, keep_prob: float, rng) -> list[np.ndarray] | None:
+        """The dropout masks a (B, T) batch's forward pass would draw from ``rng``, drawn now in
+        the same order (embedding, then each layer; (T, B, H) each). None when keep_prob = 1."""
+        if keep_prob == 1.0:
+            return None
+        shape = (T, B, self.hidden_size)
+        return [dropout_mask(shape, keep_prob, rng, self.dtype) for _ in range(self.num_layers + 1)]
+
+    def replica(self) -> LanguageModel:
+        """A model sharing this one's parameters (the same ``params`` dict and arrays) with its
+        own scratch buffers: another thread can run it on other rows of the batch at the same
+        time (``parallel.py``)."""
+        r = copy.copy(self)
+        r._ws_train = Workspace()
+        r._ws_eval = Workspace()
+        return r
 
     def logits(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """Unnormalised next-word scores (B, T, V) for every position of x (B, T), no dropout."""

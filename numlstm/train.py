@@ -37,6 +37,7 @@ from .config import Config
 from .fast_eval import evaluate_sequence
 from .model import LanguageModel, State
 from .optim import SGD, clip_factor, global_norm
+from .parallel import DataParallel, default_threads
 from .saving import load_model, save_model
 
 CHECKPOINT = "checkpoint.npz"
@@ -57,13 +58,21 @@ class EpochResult:
 def train_step(
     model: LanguageModel, opt: SGD, x: np.ndarray, y: np.ndarray, state: State,
     max_grad_norm: float, keep_prob: float, rng: np.random.Generator,
+    parallel: DataParallel | None = None,
 ) -> tuple[float, State]:  # fmt: skip
     """Forward, backward, clip by global norm (O1, O2) and SGD update (O3) of one batch.
 
     The embedding's gradient stays row-sparse (``IndexedRows``): the norm and the update touch
     only the rows of the batch's words, with the same result as the dense gradient.
+    ``parallel`` (a ``DataParallel`` of this model) computes the loss and gradients on row
+    blocks of the batch in threads; the numbers are the same up to rounding.
     """
-    loss, grads, state = model.loss_and_grads(x, y, state, keep_prob, rng, sparse_embedding=True)
+    if parallel is not None:
+        loss, grads, state = parallel.loss_and_grads(x, y, state, keep_prob, rng)
+    else:
+        loss, grads, state = model.loss_and_grads(
+            x, y, state, keep_prob, rng, sparse_embedding=True
+        )
     norm = global_norm(grads)  # (O1)
     opt.step(grads, grad_scale=clip_factor(norm, max_grad_norm))  # (O2) folded into (O3)
     return loss, state
@@ -72,11 +81,13 @@ def train_step(
 def evaluate(
     model: LanguageModel, data: np.ndarray, batch_size: int = 1, num_steps: int = 1,
     progress: Callable[[int, int, float], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> EpochResult:  # fmt: skip
     """Perplexity of ``model`` on a token id sequence, without dropout.
 
     The tutorial scores the test set with batch_size 1 and num_steps 1: every word is
-    predicted from the full history, one step at a time.
+    predicted from the full history, one step at a time. ``parallel`` (a ``DataParallel`` of
+    this model) splits each batch's rows between its threads.
     """
     if batch_size == 1 and num_steps == 1 and progress is None:
         # The same sums, word by word, in one Numba call over the whole sequence (fast_eval.py).
@@ -90,7 +101,7 @@ def evaluate(
     state = model.init_state(batch_size)
     costs, iters, start = 0.0, 0, time.perf_counter()
     for step, (x, y) in enumerate(ptb.ptb_iterator(data, batch_size, num_steps)):
-        loss, state = model.loss(x, y, state)
+        loss, state = (parallel or model).loss(x, y, state)
         costs += loss
         iters += num_steps
         if progress is not None:
@@ -196,8 +207,13 @@ def train(
     resume: bool = False,
     progress: str = "lines",
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> dict:
     """Train on ``data.train``, validate after each epoch, test at the end; returns a summary.
+
+    ``threads``: how many row blocks of each batch run side by side (``parallel.py``); None
+    chooses ``default_threads(batch_size)``, one per core. 1 runs each step in this thread with
+    BLAS's own threads. Seeded runs give the same numbers up to rounding either way.
 
     Writes to ``out_dir``: checkpoint.npz (after every epoch and on Ctrl-C), log.csv (one row
     per epoch), summary.json (at the end) and perplexity.png (if matplotlib is installed).
@@ -245,9 +261,14 @@ def train(
     bar = Progress(progress)
     B, T = config.batch_size, config.num_steps
     n_batches = ptb.epoch_size(len(data.train), B, T)
+    threads = default_threads(B) if threads is None else threads
     log(f"{cell.upper()} {config.num_layers}x{config.hidden_size}, "
-        f"{model.num_parameters():,} parameters, {n_batches} batches per epoch")  # fmt: skip
-    with _deferred_interrupt() as interrupted:
+        f"{model.num_parameters():,} parameters, {n_batches} batches per epoch, "
+        f"{threads} thread{'s' if threads > 1 else ''}")  # fmt: skip
+    parallel = DataParallel(model, threads) if threads > 1 else None
+    with contextlib.ExitStack() as stack, _deferred_interrupt() as interrupted:
+        if parallel is not None:
+            stack.callback(parallel.close)  # BLAS gets its threads back for the test pass
         while epoch < config.max_max_epoch:
             opt.lr = config.lr_at(epoch)  # (O4)
             log(f"Epoch: {epoch + 1} Learning rate: {opt.lr:.3f}")
@@ -259,7 +280,15 @@ def train(
                 if i < step:
                     continue  # resuming mid-epoch: these batches were already trained on
                 loss, state = train_step(
-                    model, opt, x, y, state, config.max_grad_norm, config.keep_prob, rng
+                    model,
+                    opt,
+                    x,
+                    y,
+                    state,
+                    config.max_grad_norm,
+                    config.keep_prob,
+                    rng,
+                    parallel,
                 )
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss} at epoch {epoch + 1}")
@@ -276,7 +305,7 @@ def train(
             seconds = time.perf_counter() - start
             train_ppl = math.exp(costs / iters)
             log(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}")
-            valid = evaluate(model, data.valid, B, T)
+            valid = evaluate(model, data.valid, B, T, parallel=parallel)
             log(f"Epoch: {epoch + 1} Valid Perplexity: {valid.perplexity:.3f}")
             history.append({
                 "epoch": epoch + 1, "lr": opt.lr, "train_perplexity": train_ppl,

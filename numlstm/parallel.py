@@ -1,0 +1,143 @@
+"""One training step on several cores: the batch's rows split into blocks, one thread each.
+
+The rows of a batch are independent sequences until the loss averages them, so
+
+    loss(batch)  = sum over blocks of  loss(block) * B_block / B
+    grads(batch) = sum over blocks of  grads(block) * B_block / B
+
+Each block runs ``LanguageModel._forward_backward`` with the loss divided by the whole batch's
+B, which makes the second line a plain sum. The blocks run at the same time in a
+``ThreadTeam`` (team.py), each on a replica of the model that shares the parameters and has its
+own scratch buffers; every GEMM, kernel and time loop inside a block is single-threaded. Then
+the calling thread adds the blocks' dense gradients into the first block's arrays and builds
+the embedding's row-sparse gradient from all blocks' rows at once.
+
+Dropout masks are drawn for the whole batch before the split, in the order the one-thread
+forward pass draws them, so a seeded run takes the same masks with any number of threads.
+The results equal the one-thread step's up to float rounding (tests/test_parallel.py).
+
+Why: on 2 cores a PTB small step ran about 15 % faster this way than with BLAS splitting each
+product between the cores (docs/performance.md, "Third round").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+
+from .model import LanguageModel, State
+from .team import ThreadTeam, blas_threads, blas_threads_controllable, usable_cores
+from .timeloop import MIN_ROWS
+
+
+def row_blocks(B: int, n: int) -> list[tuple[int, int]]:
+    """n contiguous (lo, hi) row ranges covering range(B), sizes differing by at most one."""
+    edges = [B * k // n for k in range(n + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(n)]
+
+
+def default_threads(batch_size: int) -> int:
+    """Threads for a batch: the usable cores, at most one per MIN_ROWS rows (so that every
+    block keeps the time loops of timeloop.py), and 1 where BLAS cannot be limited per thread."""
+    if not blas_threads_controllable():
+        return 1
+    return max(1, min(usable_cores(), batch_size // MIN_ROWS))
+
+
+class DataParallel:
+    """``loss_and_grads`` and ``loss`` of ``model`` computed on row blocks in ``threads`` threads.
+
+    Parameters
+    ----------
+    model : the LanguageModel; its parameters are shared, never copied.
+    threads : number of row blocks and worker threads (>= 1).
+
+    While it is open, NumPy's BLAS runs on one thread in the whole process (``blas_threads``
+    in team.py); use it as a context manager, or call ``close()``, to stop the threads and
+    restore BLAS's threads.
+    """
+
+    def __init__(self, model: LanguageModel, threads: int) -> None:
+        if int(threads) != threads or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads}")
+        self.model = model
+        self.threads = int(threads)
+        self.replicas = [model] + [model.replica() for _ in range(self.threads - 1)]
+        # One BLAS thread per block while this object is open (see team.py).
+        self._blas = blas_threads(1) if self.threads > 1 else contextlib.nullcontext()
+        self._blas.__enter__()
+        self.team = ThreadTeam(self.threads)
+
+    def close(self) -> None:
+        """Stop the threads and give NumPy's BLAS its previous number of threads back."""
+        if self.team is not None:
+            self.team.close()
+            self.team = None
+            self._blas.__exit__(None, None, None)
+
+    def __enter__(self) -> DataParallel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _blocks(self, B: int) -> list[tuple[int, int]]:
+        if B < self.threads:
+            raise ValueError(f"batch size {B} is smaller than threads={self.threads}")
+        return row_blocks(B, self.threads)
+
+    def loss_and_grads(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        keep_prob: float = 1.0,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[float, dict, State]:
+        """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng,
+        sparse_embedding=True)``. The gradient arrays belong to the model, as there."""
+        m = self.model
+        m._check_dropout(keep_prob, rng, None)
+        x, y = m._check_inputs(x, y, state)
+        B, T = x.shape
+        masks = m.draw_masks(T, B, keep_prob, rng)  # the one-thread pass's masks, same order
+        jobs = []
+        for rep, (lo, hi) in zip(self.replicas, self._blocks(B), strict=True):
+            block_masks = None if masks is None else [mk[:, lo:hi] for mk in masks]
+            block_state = [tuple(a[lo:hi] for a in s) for s in state]
+            jobs.append(functools.partial(
+                rep._forward_backward, x[lo:hi], y[lo:hi], block_state, keep_prob, None,
+                block_masks, B, rep._ws_train))  # fmt: skip
+        results = self.team.run(jobs)  # (loss, grads, d_embedded, ids, state) per block
+        loss, grads = results[0][0], results[0][1]
+        for r in results[1:]:
+            loss += r[0]
+            for name, g in r[1].items():
+                grads[name] += g  # into block 0's buffers (softmax_w/_b: views of one array)
+        ids = np.concatenate([r[3] for r in results])
+        d = np.concatenate([r[2] for r in results])
+        grads["embedding"] = m._embedding_grad(ids, d, True, m._ws_train)  # dE1, all blocks
+        return loss, {k: grads[k] for k in m.params}, _join_states([r[4] for r in results])
+
+    def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
+        """As ``LanguageModel.loss(x, y, state)`` (no dropout), on row blocks in the threads."""
+        x, y = self.model._check_inputs(x, y, state)
+        B = x.shape[0]
+        blocks = self._blocks(B)
+        jobs = [
+            functools.partial(
+                rep.loss, x[lo:hi], y[lo:hi], [tuple(a[lo:hi] for a in s) for s in state]
+            )
+            for rep, (lo, hi) in zip(self.replicas, blocks, strict=True)
+        ]
+        results = self.team.run(jobs)  # (loss divided by the block's rows, state) per block
+        loss = sum(r[0] * (hi - lo) for r, (lo, hi) in zip(results, blocks, strict=True)) / B
+        return loss, _join_states([r[1] for r in results])
+
+
+def _join_states(states: list[State]) -> State:
+    """The blocks' states (per layer, tuples of (B_block, H) arrays) stacked back into rows."""
+    return [tuple(np.concatenate(parts) for parts in zip(*layers, strict=True))
+            for layers in zip(*states, strict=True)]  # fmt: skip
