@@ -39,6 +39,7 @@ never asserted; the machine is noisy, so compare ratios measured in one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -73,6 +74,7 @@ import numpy as np  # noqa: E402
 
 import numlstm  # noqa: E402
 from numlstm.config import Config, get_config  # noqa: E402
+from numlstm.parallel import DataParallel, default_threads  # noqa: E402
 from numlstm.train import train_step  # noqa: E402
 
 try:
@@ -235,8 +237,15 @@ def numlstm_model(cfg: Config, cell: str, seed: int = 0) -> numlstm.LanguageMode
     )
 
 
-def numlstm_trainer(cfg: Config, cell: str, seed: int = 0) -> Callable[[int], None]:
-    """run(steps): that many ``train_step`` calls, the state carried across them."""
+def numlstm_trainer(
+    cfg: Config, cell: str, seed: int = 0, threads: int = 1
+) -> Callable[[int], None]:
+    """run(steps): that many ``train_step`` calls, the state carried across them.
+
+    threads > 1: the steps go through a ``DataParallel`` of that many row blocks, as
+    ``train.train`` runs them. It is opened for each run and closed after it, because it sets
+    NumPy's BLAS to one thread while open and the roofline is timed with BLAS's own threads.
+    """
     model = numlstm_model(cfg, cell, seed)
     opt = numlstm.SGD(model.params, cfg.learning_rate)
     rng = np.random.default_rng(seed)
@@ -245,9 +254,11 @@ def numlstm_trainer(cfg: Config, cell: str, seed: int = 0) -> Callable[[int], No
 
     def run(steps: int) -> None:
         s = state[0]
-        for i in range(steps):
-            x, y = batches[i % N_BATCHES]
-            _, s = train_step(model, opt, x, y, s, cfg.max_grad_norm, cfg.keep_prob, rng)
+        with contextlib.ExitStack() as stack:
+            par = stack.enter_context(DataParallel(model, threads)) if threads > 1 else None
+            for i in range(steps):
+                x, y = batches[i % N_BATCHES]
+                _, s = train_step(model, opt, x, y, s, cfg.max_grad_norm, cfg.keep_prob, rng, par)
         state[0] = s
 
     return run
@@ -370,7 +381,7 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
     }
 
     # Training: warm-up (compiles the kernels, sizes the workspaces), then alternate.
-    ours = numlstm_trainer(cfg, cell)
+    ours = numlstm_trainer(cfg, cell, threads=args.step_threads)
     ours(2)
     theirs = torch_trainer(torch, cfg, cell) if torch is not None else None
     if theirs is not None:
@@ -468,7 +479,7 @@ def hidden_sweep(sizes: list[int], cells: list[str], args) -> list[dict]:
     for cell in cells:
         for H in sizes:
             cfg = get_config("small").replace(hidden_size=H)
-            run = numlstm_trainer(cfg, cell)
+            run = numlstm_trainer(cfg, cell, threads=args.step_threads)
             run(2)
             words = args.steps * B * cfg.num_steps
             runs, roofs = [], []
@@ -564,6 +575,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="BLAS / Numba / torch threads (default: the libraries' own)",
     )
+    parser.add_argument(
+        "--step-threads",
+        type=int,
+        default=None,
+        help="row blocks of each numlstm training step run in threads (parallel.py); default: "
+        "parallel.default_threads(20), as `numlstm train` chooses; 1: BLAS's own threads",
+    )
     parser.add_argument("--compare-torch", action="store_true", help="also time PyTorch")
     parser.add_argument(
         "--eval-parallel", action="store_true", help="also time fast_eval with parallel=True"
@@ -584,6 +602,8 @@ def main(argv: list[str] | None = None) -> None:
         if c not in ("lstm", "gru"):
             parser.error(f"unknown cell {c!r}")
     threads = args.threads or os.cpu_count() or 1
+    if args.step_threads is None:
+        args.step_threads = default_threads(B)
     torch = None
     if args.compare_torch:
         torch = import_torch()
@@ -615,7 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         f"Machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs, "
-        f"threads {threads}; Python {info['python']}, NumPy {info['numpy']} "
+        f"threads {threads}, numlstm step threads {args.step_threads}; "
+        f"Python {info['python']}, NumPy {info['numpy']} "
         f"(BLAS: {info['blas']}), Numba {info['numba']} "
         f"({info['numba_threading_layer']})"
         + (f", torch {info['torch']}" if "torch" in info else "")

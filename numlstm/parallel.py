@@ -28,6 +28,7 @@ import functools
 import numpy as np
 
 from .model import LanguageModel, State
+from .sparse import IndexedRows
 from .team import ThreadTeam, blas_threads, blas_threads_controllable, usable_cores
 from .timeloop import MIN_ROWS
 
@@ -69,12 +70,13 @@ class DataParallel:
         self._blas = blas_threads(1) if self.threads > 1 else contextlib.nullcontext()
         self._blas.__enter__()
         self.team = ThreadTeam(self.threads)
+        self._open = True
 
     def close(self) -> None:
         """Stop the threads and give NumPy's BLAS its previous number of threads back."""
-        if self.team is not None:
+        if self._open:
+            self._open = False
             self.team.close()
-            self.team = None
             self._blas.__exit__(None, None, None)
 
     def __enter__(self) -> DataParallel:
@@ -88,16 +90,9 @@ class DataParallel:
             raise ValueError(f"batch size {B} is smaller than threads={self.threads}")
         return row_blocks(B, self.threads)
 
-    def loss_and_grads(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        state: State,
-        keep_prob: float = 1.0,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[float, dict, State]:
-        """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng,
-        sparse_embedding=True)``. The gradient arrays belong to the model, as there."""
+    def _block_passes(self, x, y, state, keep_prob, rng) -> list[tuple]:
+        """Checks, then every block's forward and backward pass in the threads. Returns per
+        block (loss share, grads without "embedding", d_embedded, ids, final state)."""
         m = self.model
         m._check_dropout(keep_prob, rng, None)
         x, y = m._check_inputs(x, y, state)
@@ -110,16 +105,32 @@ class DataParallel:
             jobs.append(functools.partial(
                 rep._forward_backward, x[lo:hi], y[lo:hi], block_state, keep_prob, None,
                 block_masks, B, rep._ws_train))  # fmt: skip
-        results = self.team.run(jobs)  # (loss, grads, d_embedded, ids, state) per block
+        return self.team.run(jobs)
+
+    def _embedding_grad(self, results) -> IndexedRows:
+        """(dE1) the embedding's row-sparse gradient from every block's rows at once."""
+        ids = np.concatenate([r[3] for r in results])
+        d = np.concatenate([r[2] for r in results])
+        return self.model._embedding_grad(ids, d, True, self.model._ws_train)
+
+    def loss_and_grads(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        keep_prob: float = 1.0,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[float, dict, State]:
+        """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng,
+        sparse_embedding=True)``. The gradient arrays belong to the model, as there."""
+        results = self._block_passes(x, y, state, keep_prob, rng)
         loss, grads = results[0][0], results[0][1]
         for r in results[1:]:
             loss += r[0]
             for name, g in r[1].items():
                 grads[name] += g  # into block 0's buffers (softmax_w/_b: views of one array)
-        ids = np.concatenate([r[3] for r in results])
-        d = np.concatenate([r[2] for r in results])
-        grads["embedding"] = m._embedding_grad(ids, d, True, m._ws_train)  # dE1, all blocks
-        return loss, {k: grads[k] for k in m.params}, _join_states([r[4] for r in results])
+        grads["embedding"] = self._embedding_grad(results)
+        return loss, {k: grads[k] for k in self.model.params}, _join_states([r[4] for r in results])
 
     def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
         """As ``LanguageModel.loss(x, y, state)`` (no dropout), on row blocks in the threads."""

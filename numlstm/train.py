@@ -67,7 +67,7 @@ def train_step(
     ``parallel`` (a ``DataParallel`` of this model) computes the loss and gradients on row
     blocks of the batch in threads; the numbers are the same up to rounding.
     """
-    if parallel is not None:
+    if parallel is not None:  # the same loss and gradients, on row blocks in threads
         loss, grads, state = parallel.loss_and_grads(x, y, state, keep_prob, rng)
     else:
         loss, grads, state = model.loss_and_grads(

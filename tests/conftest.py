@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import numlstm
-from numlstm import kernels
+from numlstm import kernels, timeloop
 
 GRADCHECK_TOL = 1e-6
 # Finite-difference step (numlstm.gradcheck's default since these measurements). eps = 1e-4
@@ -77,6 +77,10 @@ _KERNEL_NAMES = (
     "softmax_xent_rows", "softmax_xent_loss_rows", "embedding_scatter_add", "scaled_add",
     "adam_update", "sum_of_squares", "embedding_rows_grad", "scatter_scaled_add",
 )  # fmt: skip
+_LOOP_NAMES = (
+    "lstm_forward_loop", "lstm_backward_loop", "gru_forward_loop", "gru_backward_loop",
+    "gru_cho_forward_loop", "gru_cho_backward_loop",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -92,4 +96,7 @@ def no_kernels(monkeypatch):
     for name in _KERNEL_NAMES:
         assert hasattr(kernels, name), name
         monkeypatch.setattr(kernels, name, tripwire_for(name))
+    for name in _LOOP_NAMES:
+        assert hasattr(timeloop, name), name
+        monkeypatch.setattr(timeloop, name, tripwire_for(name))
     yield
