@@ -31,6 +31,7 @@ from .layers import (
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .model import LanguageModel
 from .optim import SGD, Adam, clip_by_global_norm, clip_factor, global_norm
+from .parallel import DataParallel
 from .sparse import IndexedRows
 from .workspace import Workspace
 
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LSTMCache", "GRUCache", "LanguageModel", "Workspace", "SGD", "Adam", "IndexedRows",
+    "DataParallel",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
     "gru_forward", "gru_backward",
     "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",

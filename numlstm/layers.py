@@ -5,6 +5,7 @@ Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,27 +136,53 @@ def softmax_xent_forward_backward(
     return softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size)
 
 
+@dataclass
+class SharedSoftmaxGrad:
+    """[dW; db] of a batch whose rows are split into blocks run by threads (``parallel.py``).
+
+    Each block writes its rows of Ẽ and of diag(q) [h 1] into the shared buffers, waits at the
+    barrier for the other blocks, then computes its own columns of [dW; db] over every row.
+    The blocks' results need no summing afterwards, and no block holds an (H + 1, V) array of
+    its own.
+    """
+
+    z: np.ndarray  # (N_all, V) every block's logits, turned into Ẽ in place
+    hq: np.ndarray  # (N_all, H + 1) every block's diag(q) [h 1]
+    dWb: np.ndarray  # (H + 1, V) the batch's [dW; db]
+    rows: slice  # this block's rows of z and hq
+    cols: slice  # this block's columns of dWb
+    barrier: threading.Barrier
+
+
 def softmax_xent_forward_backward_unchecked(
-    h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax"
-):
+    h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax",
+    shared: SharedSoftmaxGrad | None = None,
+):  # fmt: skip
     """``softmax_xent_forward_backward`` without validation.
 
     dW and db are returned as two views of one (H + 1, V) array: db is the last row of the
-    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns.
+    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns. With ``shared``, h
+    is one row block of a batch and dW, db are the whole batch's (see SharedSoftmaxGrad).
     """
     N, H = h.shape
     V = W.shape[1]
     dt = h.dtype
     # (S1) the one (N, V) buffer; the kernel adds b and turns it into Ẽ in place.
-    z = matmul_into(h, W, ws.empty(tag + ".z", (N, V), dt))
+    z = ws.empty(tag + ".z", (N, V), dt) if shared is None else shared.z[shared.rows]
+    matmul_into(h, W, z)
     losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
     q = ws.empty(tag + ".q", (N,), dt)
     kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)  # S2, S3, dS2f
     # (dS1) with dZ = diag(q) Ẽ (dS2f): [dW; db] = [h 1]^T dZ = (diag(q) [h 1])^T Ẽ.
-    hq = ws.empty(tag + ".hq", (N, H + 1), dt)
+    hq = ws.empty(tag + ".hq", (N, H + 1), dt) if shared is None else shared.hq[shared.rows]
     np.multiply(h, q[:, None], out=hq[:, :H])
     hq[:, H] = q
-    dWb = np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (H + 1, V), dt))
+    if shared is None:
+        dWb = np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (H + 1, V), dt))
+    else:  # (dS1) over the rows of every block, for this block's columns
+        shared.barrier.wait()  # every block's Ẽ and hq are in place
+        dWb, c = shared.dWb, shared.cols
+        np.matmul(shared.hq.T, shared.z[:, c], out=dWb[:, c])
     # (dS1) dh = dZ W^T = diag(q) (Ẽ W^T)
     dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", (N, H), dt))
     dh *= q[:, None]

@@ -272,21 +272,23 @@ class LanguageModel:
         grads["embedding"] = self._embedding_grad(ids, d, sparse_embedding, ws)
         return loss, {k: grads[k] for k in self.params}, new_state
 
-    def _forward_backward(self, x, y, state, keep_prob, rng, masks, divide_by, ws):
+    def _forward_backward(self, x, y, state, keep_prob, rng, masks, divide_by, ws, shared=None):
         """Forward and backward of checked inputs, all but the embedding's gradient.
 
         The loss (and so every gradient) is divided by ``divide_by``: the batch size, or for a
         block of a batch's rows (``parallel.py``) the size of the whole batch, so that the
         blocks' gradients add up to the batch's. Returns (loss, grads without "embedding",
-        gradient on the embedded inputs (T*B, H), their ids (T*B,), final state).
+        gradient on the embedded inputs (T*B, H), their ids (T*B,), final state). ``shared``
+        (a ``layers.SharedSoftmaxGrad``) makes softmax_w and softmax_b the whole batch's.
         """
         H, p = self.hidden_size, self.params
         B, T = x.shape
         top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
+        # S1-S3 and their backward
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, divide_by, ws
-        )  # S1-S3 and their backward
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, divide_by, ws,
+            shared=shared)  # fmt: skip
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
         d = dh.reshape(T, B, H)
         zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch

@@ -8,9 +8,12 @@ The rows of a batch are independent sequences until the loss averages them, so
 Each block runs ``LanguageModel._forward_backward`` with the loss divided by the whole batch's
 B, which makes the second line a plain sum. The blocks run at the same time in a
 ``ThreadTeam`` (team.py), each on a replica of the model that shares the parameters and has its
-own scratch buffers; every GEMM, kernel and time loop inside a block is single-threaded. Then
-the calling thread adds the blocks' dense gradients into the first block's arrays and builds
-the embedding's row-sparse gradient from all blocks' rows at once.
+own scratch buffers; every GEMM, kernel and time loop inside a block is single-threaded. The
+blocks meet twice per step. Inside the softmax's backward pass they wait for each other at a
+barrier, then each computes its share of the columns of [dW; db] over every block's rows
+(``layers.SharedSoftmaxGrad``), so that the largest gradient needs no summing. At the end the
+calling thread adds the blocks' LSTM/GRU gradients into the first block's arrays and builds the
+embedding's row-sparse gradient from all blocks' rows at once.
 
 Dropout masks are drawn for the whole batch before the split, in the order the one-thread
 forward pass draws them, so a seeded run takes the same masks with any number of threads.
@@ -24,13 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 
 import numpy as np
 
+from .layers import SharedSoftmaxGrad
 from .model import LanguageModel, State
 from .sparse import IndexedRows
 from .team import ThreadTeam, blas_threads, blas_threads_controllable, usable_cores
 from .timeloop import MIN_ROWS
+from .workspace import Workspace
+
+# Gradients that the blocks compute together (layers.SharedSoftmaxGrad): not summed.
+SHARED = ("softmax_w", "softmax_b")
 
 
 def row_blocks(B: int, n: int) -> list[tuple[int, int]]:
@@ -70,6 +79,8 @@ class DataParallel:
         self._blas = blas_threads(1) if self.threads > 1 else contextlib.nullcontext()
         self._blas.__enter__()
         self.team = ThreadTeam(self.threads)
+        self._barrier = threading.Barrier(self.threads)
+        self._ws = Workspace()  # the buffers of SharedSoftmaxGrad
         self._open = True
 
     def close(self) -> None:
@@ -98,14 +109,31 @@ class DataParallel:
         x, y = m._check_inputs(x, y, state)
         B, T = x.shape
         masks = m.draw_masks(T, B, keep_prob, rng)  # the one-thread pass's masks, same order
+        H, V, dt = m.hidden_size, m.vocab_size, m.dtype
+        z = self._ws.empty("z", (T * B, V), dt)  # the softmax buffers all blocks share
+        hq = self._ws.empty("hq", (T * B, H + 1), dt)
+        dWb = self._ws.empty("dWb", (H + 1, V), dt)
+        if self._barrier.broken:  # a block failed in the previous call
+            self._barrier.reset()
+        cols = row_blocks(V, self.threads)
         jobs = []
-        for rep, (lo, hi) in zip(self.replicas, self._blocks(B), strict=True):
+        for k, (rep, (lo, hi)) in enumerate(zip(self.replicas, self._blocks(B), strict=True)):
             block_masks = None if masks is None else [mk[:, lo:hi] for mk in masks]
             block_state = [tuple(a[lo:hi] for a in s) for s in state]
+            shared = SharedSoftmaxGrad(z, hq, dWb, slice(T * lo, T * hi),
+                                       slice(*cols[k]), self._barrier)  # fmt: skip
             jobs.append(functools.partial(
-                rep._forward_backward, x[lo:hi], y[lo:hi], block_state, keep_prob, None,
-                block_masks, B, rep._ws_train))  # fmt: skip
+                self._guard, rep._forward_backward, x[lo:hi], y[lo:hi], block_state,
+                keep_prob, None, block_masks, B, rep._ws_train, shared))  # fmt: skip
         return self.team.run(jobs)
+
+    def _guard(self, fn, *args):
+        """fn(*args); if it fails, break the barrier so that the other blocks stop waiting."""
+        try:
+            return fn(*args)
+        except BaseException:
+            self._barrier.abort()
+            raise
 
     def _embedding_grad(self, results) -> IndexedRows:
         """(dE1) the embedding's row-sparse gradient from every block's rows at once."""
@@ -128,7 +156,8 @@ class DataParallel:
         for r in results[1:]:
             loss += r[0]
             for name, g in r[1].items():
-                grads[name] += g  # into block 0's buffers (softmax_w/_b: views of one array)
+                if name not in SHARED:  # the softmax's are the whole batch's already
+                    grads[name] += g  # into block 0's buffers
         grads["embedding"] = self._embedding_grad(results)
         return loss, {k: grads[k] for k in self.model.params}, _join_states([r[4] for r in results])
 

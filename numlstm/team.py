@@ -28,6 +28,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from threading import BrokenBarrierError
 from typing import Any
 
 import numba
@@ -143,7 +144,9 @@ class ThreadTeam:
                 k, value, exc = self._results.get()
                 pending -= 1
                 results[k] = value
-                if exc is not None and error is None:
+                # A job that failed only because another one did (a broken barrier) is not
+                # the error to report.
+                if exc is not None and (error is None or isinstance(error, BrokenBarrierError)):
                     error = exc
         finally:
             while pending:  # interrupted while waiting: let the workers finish this call

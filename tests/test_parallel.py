@@ -245,3 +245,21 @@ def test_closed_data_parallel_refuses_work():
     dp.close()
     with pytest.raises(RuntimeError, match="closed"):
         dp.loss(x, y, state)
+
+
+def test_a_failing_block_does_not_leave_the_others_waiting():
+    """Block 1 fails before the softmax barrier: block 0 must not wait forever, the caller
+    gets block 1's error (not the broken barrier), and the next call works again."""
+    model = random_model("lstm", True, 0)
+    x, y, state = random_batch(model, 0, 12)
+    with DataParallel(model, 2) as dp:
+        want = dp.loss_and_grads(x, y, state)[0]
+
+        def boom(*args, **kwargs):
+            raise ArithmeticError("block 1 failed")
+
+        dp.replicas[1]._forward_backward = boom
+        with pytest.raises(ArithmeticError, match="block 1 failed"):
+            dp.loss_and_grads(x, y, state)
+        del dp.replicas[1]._forward_backward
+        assert dp.loss_and_grads(x, y, state)[0] == pytest.approx(want, rel=1e-14)
