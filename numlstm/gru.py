@@ -100,7 +100,7 @@ def gru_forward_unchecked(
     h = ws.empty(tag + ".h", (T + 1, B, H), dt)
     aux = ws.empty(tag + ".aux", (T, B, H), dt)
     h[0] = h0
-    loop = B >= timeloop.MIN_ROWS  # the T steps in one Numba call (timeloop.py)
+    loop = timeloop.use_time_loop(B)  # the T steps in one Numba call (timeloop.py)
     if loop:
         WhT = ws.empty(tag + ".WhT", (3 * H, H), dt)
         np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
@@ -176,7 +176,7 @@ def gru_backward_unchecked(
     dh_prev = ws.empty(tag + ".dh_prev", (B, H), dt)
     dax = ws.empty(tag + ".dax", (T, B, 3 * H), dt)
     Hprev = h[:T].reshape(T * B, H)
-    loop = B >= timeloop.MIN_ROWS  # the T steps in one Numba call (timeloop.py)
+    loop = timeloop.use_time_loop(B)  # the T steps in one Numba call (timeloop.py)
     if cache.reset_after:
         dah = ws.empty(tag + ".dah", (T, B, 3 * H), dt)
         WhT = Wh.T

@@ -111,7 +111,7 @@ def lstm_forward_unchecked(
     forget_bias = dt.type(forget_bias)  # a Python float would turn float32 math into float64
     h[0] = h0
     c[0] = c0
-    if B >= timeloop.MIN_ROWS:  # the T steps in one Numba call (timeloop.py)
+    if timeloop.use_time_loop(B):  # the T steps in one Numba call (timeloop.py)
         WhT = ws.empty(tag + ".WhT", (4 * H, H), dt)
         np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
         timeloop.lstm_forward_loop(ax, b, WhT, forget_bias, h, c, gates, tc, ah)  # L2-L6
@@ -174,7 +174,7 @@ def lstm_backward_unchecked(
     dc = ws.empty(tag + ".dc", (B, H), dt)  # gradient on c_t arriving from step t+1
     dh[...] = dhT
     dc[...] = dcT
-    if B >= timeloop.MIN_ROWS:  # the T steps in one Numba call (timeloop.py)
+    if timeloop.use_time_loop(B):  # the T steps in one Numba call (timeloop.py)
         timeloop.lstm_backward_loop(
             dhs, dh, dc, cache.gates, cache.c, cache.tc, Wh, da, need_dh0
         )  # dL6-dL2

@@ -61,6 +61,12 @@ def _openblas_thread_api() -> tuple[Callable[[], int], Callable[[int], None]] | 
     return None
 
 
+def blas_thread_count() -> int | None:
+    """The number of threads NumPy's OpenBLAS uses now, or None where it cannot be read."""
+    api = _openblas_thread_api()
+    return None if api is None else api[0]()
+
+
 def blas_threads_controllable() -> bool:
     """True when numlstm can set the number of threads of NumPy's BLAS (OpenBLAS)."""
     return _openblas_thread_api() is not None

@@ -10,6 +10,9 @@ Python loop of T steps. That matters twice:
 - The whole loop runs without Python and without the GIL (``nogil``), so two threads can run
   the two halves of a batch side by side (``parallel.py``) without waiting for each other.
 
+The layers use these loops when BLAS is single-threaded (``use_time_loop``), which is the case
+inside every block of a ``DataParallel``.
+
 Big products (the input projection of all T steps, the weight gradients, the softmax) still
 go to BLAS through NumPy, where BLAS is at its best.
 
@@ -30,6 +33,7 @@ from .kernels import (
     lstm_cell_backward,
     lstm_cell_forward,
 )
+from .team import blas_thread_count
 
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 # The dot products may be reordered (summed in 8 lanes at once) so that they vectorise.
@@ -38,6 +42,17 @@ _REDUCE = {"reassoc", "nsz", "arcp", "contract"}
 # Smallest batch for which the loops below are used; with fewer rows the register blocks
 # of matmul_nt do not fill, and the layers keep their Python loop with GEMV/GEMM calls.
 MIN_ROWS = 5
+
+
+def use_time_loop(B: int) -> bool:
+    """Whether a layer with B rows runs its T steps with the Numba loops below.
+
+    Yes when B >= MIN_ROWS and NumPy's BLAS runs on one thread: inside a ``DataParallel``
+    block, or with OPENBLAS_NUM_THREADS=1. With more BLAS threads the per-step product stays
+    with BLAS, whose multithreaded GEMM beats one core's ``matmul_nt`` at the Medium and Large
+    sizes (docs/performance.md).
+    """
+    return B >= MIN_ROWS and blas_thread_count() == 1
 
 
 @njit(**_JIT, fastmath=_REDUCE)

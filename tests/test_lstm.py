@@ -9,7 +9,8 @@ import numlstm
 from numlstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 
 # (T, B, D, H): T = 1 and B = 1 included; D != H everywhere.
-# The last shape has B >= timeloop.MIN_ROWS: its layers run the Numba time loops.
+# The last shape has B >= timeloop.MIN_ROWS (the Numba time loops run it when BLAS has one
+# thread; tests/test_timeloop.py forces them).
 SHAPES = [(3, 2, 4, 5), (1, 1, 3, 2), (4, 3, 2, 3), (3, 6, 4, 5)]
 SHAPE_IDS = [f"T{t}B{b}D{d}H{h}" for t, b, d, h in SHAPES]
 NAMES = ("x", "h0", "c0", "Wx", "Wh", "b")

@@ -1,7 +1,8 @@
 """Tests for numlstm.timeloop: the small GEMM and the Numba time loops of the layers.
 
-The layers use the Numba loops when B >= timeloop.MIN_ROWS and their Python loop of BLAS
-calls and per-step kernels otherwise; both must give the same numbers.
+The layers use the Numba loops when ``timeloop.use_time_loop(B)`` (B >= 5 rows and BLAS on
+one thread, as inside a DataParallel block) and their Python loop of BLAS calls and per-step
+kernels otherwise; both must give the same numbers, and both must pass the gradient check.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def test_lstm_numba_loop_equals_python_loop(seed, B, H, monkeypatch):
     rng = np.random.default_rng(seed + 10)
     R = rng.standard_normal((T, B, H))
     RT, RC = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
     fast = _run_lstm(p, R, RT, RC)
-    monkeypatch.setattr(timeloop, "MIN_ROWS", 10**9)  # the layers' Python loop
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: False)  # the Python loop
     slow = _run_lstm(p, R, RT, RC)
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
@@ -96,14 +98,53 @@ def test_gru_numba_loop_equals_python_loop(seed, B, H, reset_after, monkeypatch)
     p = _gru_inputs(seed, T, B, D, H)
     rng = np.random.default_rng(seed + 10)
     R, RT = rng.standard_normal((T, B, H)), rng.standard_normal((B, H))
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
     fast = _run_gru(p, R, RT, reset_after)
-    monkeypatch.setattr(timeloop, "MIN_ROWS", 10**9)
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: False)
     slow = _run_gru(p, R, RT, reset_after)
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
 
-def test_loops_skip_dh0_only_when_asked(seed):
+def test_numba_loops_pass_the_gradient_check(seed, check_grads, monkeypatch):
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
+    T, B, D, H = 3, 6, 4, 5
+    rng = np.random.default_rng(seed + 20)
+    R, RT, RC = (
+        rng.standard_normal((T, B, H)),
+        rng.standard_normal((B, H)),
+        rng.standard_normal((B, H)),
+    )
+    p = _lstm_inputs(seed, T, B, D, H)
+
+    def lstm_loss():
+        hs, hT, cT, _ = lstm.lstm_forward(**p, forget_bias=0.3)
+        return float(np.sum(hs * R) + np.sum(hT * RT) + np.sum(cT * RC))
+
+    grads = dict(zip(p, _run_lstm(p, R, RT, RC)[3:], strict=True))
+    check_grads("lstm (Numba time loop)", lstm_loss, p, grads)
+    for reset_after in (True, False):
+        g = _gru_inputs(seed, T, B, D, H)
+
+        def gru_loss(g=g, reset_after=reset_after):
+            hs, hT, _ = gru.gru_forward(**g, reset_after=reset_after)
+            return float(np.sum(hs * R) + np.sum(hT * RT))
+
+        grads = dict(zip(g, _run_gru(g, R, RT, reset_after)[2:], strict=True))
+        check_grads(f"gru (Numba time loop, reset_after={reset_after})", gru_loss, g, grads)
+
+
+def test_use_time_loop_follows_the_blas_threads(monkeypatch):
+    monkeypatch.setattr(timeloop, "blas_thread_count", lambda: 1)
+    assert timeloop.use_time_loop(timeloop.MIN_ROWS) and not timeloop.use_time_loop(4)
+    monkeypatch.setattr(timeloop, "blas_thread_count", lambda: 2)
+    assert not timeloop.use_time_loop(20)
+    monkeypatch.setattr(timeloop, "blas_thread_count", lambda: None)  # not an OpenBLAS
+    assert not timeloop.use_time_loop(20)
+
+
+def test_loops_skip_dh0_only_when_asked(seed, monkeypatch):
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
     """need_dh0=False leaves out the last recurrent product and nothing else."""
     T, B, D, H = 3, 6, 2, 4
     p = _lstm_inputs(seed, T, B, D, H)
