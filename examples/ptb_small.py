@@ -4,8 +4,9 @@
     python examples/ptb_small.py --data-dir DIR       # or use ptb.{train,valid,test}.txt in DIR
 
 Test perplexity about 115. The same run with checkpoints, logs and a plot,
-python -m numlstm train --config small, took 32 minutes on 2 CPU cores (docs/results.md);
-this loop clips and updates the dense embedding gradient, so it is a little slower.
+python -m numlstm train --config small, took 28-31 minutes on 2 CPU cores (docs/results.md):
+it trains two halves of each batch side by side in two threads (numlstm.DataParallel). This
+loop is the plain one-thread version of the same steps, so it is slower.
 """
 
 import argparse
