@@ -19,8 +19,9 @@ Dropout masks are drawn for the whole batch before the split, in the order the o
 forward pass draws them, so a seeded run takes the same masks with any number of threads.
 The results equal the one-thread step's up to float rounding (tests/test_parallel.py).
 
-Why: on 2 cores a PTB small step ran about 15 % faster this way than with BLAS splitting each
-product between the cores (docs/performance.md, "Third round").
+Why: on 2 cores a training step ran about 10 % faster this way for the PTB small model and
+about 20 % for Medium and Large than with BLAS splitting each product between the cores
+(docs/performance.md, "Third round").
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def row_blocks(B: int, n: int) -> list[tuple[int, int]]:
 
 def default_threads(batch_size: int) -> int:
     """Threads for a batch: the usable cores, at most one per MIN_ROWS rows (so that every
-    block keeps the time loops of timeloop.py), and 1 where BLAS cannot be limited per thread."""
+    block keeps the time loops of timeloop.py), and 1 where numlstm cannot set the number of
+    NumPy's BLAS threads."""
     if not blas_threads_controllable():
         return 1
     return max(1, min(usable_cores(), batch_size // MIN_ROWS))
