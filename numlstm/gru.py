@@ -106,12 +106,14 @@ def gru_forward_unchecked(
         np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
     if reset_after:
         ahw = ws.empty(tag + ".ahw", (B, 3 * H), dt)
-    if reset_after and loop:
-        timeloop.gru_forward_loop(ax, bx, WhT, bh, h, gates, aux, ahw)  # G2-G5
-    elif reset_after:
-        for t in range(T):
-            matmul_into(h[t], Wh, ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
-            kernels.gru_cell_forward(ax[t], bx, ahw, bh, h[t], gates[t], aux[t], h[t + 1])  # G3-G5
+        if loop:
+            timeloop.gru_forward_loop(ax, bx, WhT, bh, h, gates, aux, ahw)  # G2-G5
+        else:
+            for t in range(T):
+                matmul_into(h[t], Wh, ahw)  # (G2) h_{t-1} Wh; bh is added in the kernel
+                kernels.gru_cell_forward(
+                    ax[t], bx, ahw, bh, h[t], gates[t], aux[t], h[t + 1]
+                )  # G3-G5
     else:
         Wh_rz, Wh_n = Wh[:, : 2 * H], Wh[:, 2 * H :]
         ahw_rz = ws.empty(tag + ".ahw_rz", (B, 2 * H), dt)
@@ -179,12 +181,12 @@ def gru_backward_unchecked(
     loop = timeloop.use_time_loop(B)  # the T steps in one Numba call (timeloop.py)
     if cache.reset_after:
         dah = ws.empty(tag + ".dah", (T, B, 3 * H), dt)
-        WhT = Wh.T
         if loop:  # dG5-dG2
             timeloop.gru_backward_loop(
                 dhs, dh, cache.gates, cache.aux, h, Wh, dax, dah, dh_prev, need_dh0
             )
         else:
+            WhT = Wh.T  # a transposed view: BLAS reads it without a copy
             for t in range(T - 1, -1, -1):
                 # dG5-dG3: gradients on the pre-activations, and dh_{t-1}'s direct part dh * z.
                 kernels.gru_cell_backward(
@@ -198,7 +200,6 @@ def gru_backward_unchecked(
         dbh = np.sum(dAh, axis=0, out=ws.empty(tag + ".dbh", (3 * H,), dt))  # (dG2)
     else:
         # In this form dAx = dAh for every gate block, so one buffer (dax) serves both.
-        Wh_rzT, Wh_nT = Wh[:, : 2 * H].T, Wh[:, 2 * H :].T
         drh = ws.empty(tag + ".drh", (B, H), dt)
         if loop:  # the loop below, in Numba, with contiguous copies of Wh's two blocks
             Wh_rz = ws.empty(tag + ".Wh_rz", (H, 2 * H), dt)
@@ -209,6 +210,7 @@ def gru_backward_unchecked(
                 dhs, dh, cache.gates, h, Wh_rz, Wh_n, dax, drh, dh_prev, need_dh0
             )
         else:
+            Wh_rzT, Wh_nT = Wh[:, : 2 * H].T, Wh[:, 2 * H :].T
             for t in range(T - 1, -1, -1):
                 kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
                 matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) d(r*h) = da_n Wh_n^T
