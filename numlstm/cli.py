@@ -33,6 +33,24 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="use only the first N tokens of each split (quick trials)")  # fmt: skip
 
 
+def parse_duration(text: str) -> float:
+    """``"90"``/``"90s"``, ``"5m"``, ``"1.5h"`` -> seconds; ``"0"``/``"off"`` -> 0 (disabled)."""
+    value = text.strip().lower()
+    if value == "off":
+        return 0.0
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(value[-1:], None)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds >= 0 and seconds < float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use e.g. 300, 90s, 5m, 1h, or off"
+        )
+    return seconds
+
+
 def train_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="numlstm train",
@@ -41,7 +59,26 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="small", choices=sorted(CONFIGS))
     p.add_argument("--cell", default="lstm", choices=["lstm", "gru"])
     p.add_argument("--out", help="run folder (default runs/<config>-<cell>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.npz "
+        "(the config must match, except --max_max_epoch, which may grow)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in OUT (without it such a folder is refused)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=parse_duration,
+        default="5m",
+        metavar="TIME",
+        help="also checkpoint every TIME of training, e.g. 90s, 5m, 1h, off "
+        "(default 5m; a checkpoint is always written after each epoch and on "
+        "Ctrl-C or SIGTERM)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"])
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -64,9 +101,10 @@ def train_main(argv: list[str] | None = None) -> int:
     print(f"config {args.config}: {config}")
     try:
         train(config, _data(args), out, cell=args.cell, seed=args.seed, resume=args.resume,
-              progress=args.progress, threads=args.threads)  # fmt: skip
-    except KeyboardInterrupt:
-        return 130
+              progress=args.progress, threads=args.threads,
+              checkpoint_every=args.checkpoint_every, overwrite=args.overwrite)  # fmt: skip
+    except KeyboardInterrupt as e:  # train.Interrupted names the signal; plain Ctrl-C is SIGINT
+        return 128 + getattr(e, "signum", 2)
     except (ptb.DataError, ValueError) as e:
         print(f"numlstm train: {e}", file=sys.stderr)
         return 2

@@ -10,17 +10,19 @@
     test perplexity with batch_size 1 and num_steps 1
 
 Perplexity = exp(sum of batch losses / sum of num_steps) = exp(mean cross-entropy per word).
-After every epoch (and on Ctrl-C) a checkpoint is written atomically; ``resume=True`` continues
-from it with the same schedule, the same data position, the same carried state and the same
-dropout random stream, so an interrupted run ends where an uninterrupted one would.
+A checkpoint is written atomically after every epoch, every ``checkpoint_every`` seconds of
+training (5 minutes by default) and on Ctrl-C or SIGTERM; ``resume=True`` continues from it with
+the same schedule, the same data position, the same carried state and the same dropout random
+stream, so a run stopped and resumed any number of times gives the same per-epoch numbers as an
+uninterrupted one. The run folder's rules (one writer, nothing overwritten, segments recorded)
+are in run_folder.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -31,16 +33,25 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ptb
+from . import ptb, run_folder
 from .checkpoint import load_checkpoint
 from .config import Config
 from .fast_eval import evaluate_sequence
 from .model import LanguageModel, State
 from .optim import SGD, clip_factor, global_norm
 from .parallel import DataParallel, default_threads
+from .run_folder import CHECKPOINT, RunFolderError
 from .saving import load_model, save_model
 
-CHECKPOINT = "checkpoint.npz"
+DEFAULT_CHECKPOINT_EVERY = 300.0  # seconds: a run stopped at any moment loses at most 5 minutes
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal (SIGINT or SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -136,7 +147,7 @@ class Progress:
         if self.mode == "bar" and self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(ppl=f"{perplexity:.1f}", wps=f"{wps:,.0f}", refresh=False)
-        elif self.mode == "lines" and total >= 10 and step % (total // 10) == 10:
+        elif self.mode == "lines" and _is_tenth(step, total):
             print(f"{step / total:.3f} perplexity: {perplexity:.3f} speed: {wps:.0f} wps",
                   file=self.stream, flush=True)  # fmt: skip
 
@@ -144,6 +155,14 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _is_tenth(step: int, total: int) -> bool:
+    """The tutorial prints at ``step % (total // 10) == 10``, which never fires when an epoch
+    has fewer than 110 batches; shorter epochs print as each tenth of the epoch completes."""
+    if total >= 110:
+        return step % (total // 10) == 10
+    return (step + 1) * 10 // total > step * 10 // total
 
 
 def _has_tqdm() -> bool:
@@ -170,10 +189,11 @@ def _state_from_arrays(arrays: dict[str, np.ndarray], model: LanguageModel) -> S
 
 
 @contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Turn the first Ctrl-C into a flag checked between steps, so a checkpoint is never taken
-    in the middle of a parameter update; a second Ctrl-C interrupts at once."""
-    flag = [False]
+def _deferred_interrupt() -> Iterator[list[int]]:
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a flag checked between steps, so that a
+    checkpoint is never taken in the middle of a parameter update; a second signal interrupts at
+    once. The flag holds the signal number (0: none)."""
+    flag = [0]
     if threading.current_thread() is not threading.main_thread():
         yield flag  # signals can only be handled in the main thread
         return
@@ -181,15 +201,16 @@ def _deferred_interrupt() -> Iterator[list[bool]]:
     def handler(signum, frame):
         if flag[0]:
             raise KeyboardInterrupt
-        flag[0] = True
-        print("\nCtrl-C: finishing this step and saving a checkpoint (again to abort)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        flag[0] = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+              "(send it again to abort)", file=sys.stderr, flush=True)  # fmt: skip
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +229,8 @@ def train(
     progress: str = "lines",
     log: Callable[[str], None] = print,
     threads: int | None = None,
+    checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY,
+    overwrite: bool = False,
 ) -> dict:
     """Train on ``data.train``, validate after each epoch, test at the end; returns a summary.
 
@@ -215,16 +238,52 @@ def train(
     chooses ``default_threads(batch_size)``, one per core. 1 runs each step in this thread with
     BLAS's own threads. Seeded runs give the same numbers up to rounding either way.
 
-    Writes to ``out_dir``: checkpoint.npz (after every epoch and on Ctrl-C), log.csv (one row
-    per epoch), summary.json (at the end) and perplexity.png (if matplotlib is installed).
+    ``checkpoint_every``: seconds of training between mid-epoch checkpoints (None or 0: only
+    after each epoch and on a signal). ``resume``: continue the run in ``out_dir``; the config
+    must be the same except ``max_max_epoch``, which may grow. ``overwrite``: replace a run
+    already in ``out_dir`` (without it, and without ``resume``, such a folder is refused).
+
+    Writes to ``out_dir``: checkpoint.npz, log.csv (one row per epoch), summary.json (after
+    every epoch, with ``"finished": false`` until the test pass) and perplexity.png (if
+    matplotlib is installed). Raises ``Interrupted`` after saving a checkpoint on SIGINT or
+    SIGTERM, and ``RunFolderError`` for a folder it must not touch.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT
     if data.vocab_size != config.vocab_size:
         raise ValueError(f"the data has a vocabulary of {data.vocab_size} words but the config "
                          f"says vocab_size={config.vocab_size}; pass --vocab_size "
                          f"{data.vocab_size}")  # fmt: skip
+    if checkpoint_every is not None and not (checkpoint_every >= 0 and
+                                             math.isfinite(checkpoint_every)):  # fmt: skip
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0, "
+                         f"got {checkpoint_every}")  # fmt: skip
+    run_folder.check_writable(out)
+    with run_folder.lock(out):
+        run_folder.remove_stale_temp_files(out)
+        return _train_locked(config, data, out, cell=cell, seed=seed, resume=resume,
+                             progress=progress, log=log, threads=threads,
+                             checkpoint_every=checkpoint_every or None,
+                             overwrite=overwrite)  # fmt: skip
+
+
+def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, seed: int,
+                  resume: bool, progress: str, log: Callable[[str], None], threads: int | None,
+                  checkpoint_every: float | None, overwrite: bool) -> dict:  # fmt: skip
+    """``train`` once the folder's lock is held."""
+    ckpt_path = out / CHECKPOINT
+    B, T = config.batch_size, config.num_steps
+    n_batches = ptb.epoch_size(len(data.train), B, T)
+    splits = {"train": data.train, "valid": data.valid, "test": data.test}
+    fingerprint = run_folder.data_fingerprint(splits, data.id_to_word)
+    existing = run_folder.existing_run(out)
+    if existing and not resume:
+        if not overwrite:
+            raise RunFolderError(
+                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
+                "it, --overwrite to replace it, or choose another --out")  # fmt: skip
+        for name in (*run_folder.RUN_FILES, "perplexity.png"):
+            (out / name).unlink(missing_ok=True)
+        log(f"--overwrite: removed the previous run in {out}")
 
     model = LanguageModel(
         config.vocab_size, config.hidden_size, config.num_layers, cell=cell,
@@ -232,36 +291,60 @@ def train(
     )  # fmt: skip
     rng = np.random.default_rng(seed + 1)  # dropout masks
     epoch, step, costs, iters, history, state = 0, 0, 0.0, 0, [], None
+    segments: list[dict] = []
+    epoch_seconds = 0.0  # training seconds of the current epoch spent in earlier segments
     if resume and ckpt_path.exists():
         model, _, meta = load_model(ckpt_path)
         saved = meta.get("training", {})
-        if saved.get("config") != config.to_dict() or model.cell != cell:
-            raise ValueError(f"{ckpt_path} was written by a different config or cell; "
-                             "use another --out directory or drop --resume")  # fmt: skip
+        _check_resume(saved, model.cell, cell, config, fingerprint, n_batches, ckpt_path, log)
         epoch, step, history = saved["epoch"], saved["step"], saved["history"]
         costs, iters = saved["costs"], saved["iters"]
+        segments = saved.get("segments", [])
+        run_folder.close_unfinished(segments)
+        epoch_seconds = float(saved.get("epoch_seconds", 0.0))
         rng.bit_generator.state = saved["rng"]
         if step > 0:  # interrupted mid-epoch: the carried state was saved too
             state = _state_from_arrays(load_checkpoint(ckpt_path)[0], model)
-        log(f"Resuming from {ckpt_path}: epoch {epoch + 1}, step {step}")
+        log(f"Resuming from {ckpt_path}: epoch {epoch + 1}, step {step} "
+            f"(segment {len(segments) + 1})")  # fmt: skip
     elif resume:
         log(f"No checkpoint in {out}; starting a new run")
 
-    def save(epoch: int, step: int, costs: float, iters: int, state: State | None) -> None:
+    threads = default_threads(B) if threads is None else threads
+    segment = run_folder.new_segment(epoch, step, threads)
+    segments.append(segment)
+    seg_start = time.monotonic()
+
+    def save(epoch: int, step: int, costs: float, iters: int, state: State | None,
+             epoch_seconds: float, ended: str = "running") -> None:  # fmt: skip
         """Checkpoint = a saved model (generate/evaluate read it) + what resuming needs."""
+        segment.update(saved=run_folder.now_utc(), seconds=time.monotonic() - seg_start,
+                       end={"epoch": epoch, "step": step}, ended=ended,
+                       peak_rss_mib=round(run_folder.peak_rss_mib(), 1))  # fmt: skip
         training = {
             "config": config.to_dict(), "epoch": epoch, "step": step, "costs": costs,
             "iters": iters, "history": history, "rng": rng.bit_generator.state, "seed": seed,
+            "epoch_seconds": epoch_seconds, "segments": segments, "data": fingerprint,
         }  # fmt: skip
         extra = _state_arrays(state) if state is not None else None
         save_model(ckpt_path, model, data.id_to_word,
                    {"training": training, "preprocess": "lower"}, extra)  # fmt: skip
 
+    def write_summary(test: EpochResult | None = None) -> dict:
+        summary = {
+            "cell": cell, "config": config.to_dict(), "history": history,
+            "finished": test is not None,
+            "test_perplexity": test.perplexity if test else None,
+            "test_words_per_second": test.words_per_second if test else None,
+            "train_seconds": sum(h["seconds"] for h in history), "seed": seed,
+            "wall_seconds": sum(s["seconds"] for s in segments), "segments": segments,
+            "data": fingerprint,
+        }  # fmt: skip
+        run_folder.write_json(out / "summary.json", summary)
+        return summary
+
     opt = SGD(model.params, config.learning_rate)
     bar = Progress(progress)
-    B, T = config.batch_size, config.num_steps
-    n_batches = ptb.epoch_size(len(data.train), B, T)
-    threads = default_threads(B) if threads is None else threads
     log(f"{cell.upper()} {config.num_layers}x{config.hidden_size}, "
         f"{model.num_parameters():,} parameters, {n_batches} batches per epoch, "
         f"{threads} thread{'s' if threads > 1 else ''}")  # fmt: skip
@@ -275,21 +358,14 @@ def train(
             if state is None:
                 state = model.init_state(B)  # the state is reset at each epoch start
             bar.start(n_batches, f"epoch {epoch + 1}")
-            start, start_iters = time.perf_counter(), iters
+            start, start_iters, last_save = time.perf_counter(), iters, time.monotonic()
             for i, (x, y) in enumerate(ptb.ptb_iterator(data.train, B, T)):
                 if i < step:
                     continue  # resuming mid-epoch: these batches were already trained on
                 loss, state = train_step(
-                    model,
-                    opt,
-                    x,
-                    y,
-                    state,
-                    config.max_grad_norm,
-                    config.keep_prob,
-                    rng,
+                    model, opt, x, y, state, config.max_grad_norm, config.keep_prob, rng,
                     parallel,
-                )
+                )  # fmt: skip
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss} at epoch {epoch + 1}")
                 costs, iters, step = costs + loss, iters + T, i + 1
@@ -297,12 +373,20 @@ def train(
                 bar.update(i, n_batches, math.exp(costs / iters), wps)
                 if interrupted[0]:
                     bar.close()
-                    save(epoch, step, costs, iters, state)
+                    name = signal.Signals(interrupted[0]).name
+                    seconds = epoch_seconds + time.perf_counter() - start
+                    save(epoch, step, costs, iters, state, seconds, f"stopped by {name}")
+                    write_summary()
                     log(f"Interrupted: saved {ckpt_path} at epoch {epoch + 1}, step {step}; "
                         "continue with --resume")  # fmt: skip
-                    raise KeyboardInterrupt
+                    raise Interrupted(interrupted[0])
+                if checkpoint_every and step < n_batches and (
+                        time.monotonic() - last_save >= checkpoint_every):  # fmt: skip
+                    save(epoch, step, costs, iters, state,
+                         epoch_seconds + time.perf_counter() - start)  # fmt: skip
+                    last_save = time.monotonic()
             bar.close()
-            seconds = time.perf_counter() - start
+            seconds = epoch_seconds + time.perf_counter() - start
             train_ppl = math.exp(costs / iters)
             log(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}")
             valid = evaluate(model, data.valid, B, T, parallel=parallel)
@@ -310,40 +394,80 @@ def train(
             history.append({
                 "epoch": epoch + 1, "lr": opt.lr, "train_perplexity": train_ppl,
                 "valid_perplexity": valid.perplexity, "seconds": seconds,
-                "train_wps": (iters - start_iters) * B / seconds,
+                "train_wps": iters * B / seconds,
             })  # fmt: skip
             log(f"Epoch: {epoch + 1} took {seconds:.0f} s "
                 f"({history[-1]['train_wps']:,.0f} words/s)")  # fmt: skip
-            epoch, step, costs, iters, state = epoch + 1, 0, 0.0, 0, None
-            save(epoch, 0, 0.0, 0, None)
-            _write_log(out / "log.csv", history)
-            if interrupted[0]:
+            epoch, step, costs, iters, state, epoch_seconds = epoch + 1, 0, 0.0, 0, None, 0.0
+            stopping = interrupted[0]
+            ended = f"stopped by {signal.Signals(stopping).name}" if stopping else "running"
+            save(epoch, 0, 0.0, 0, None, 0.0, ended)
+            run_folder.write_log(out / "log.csv", history)
+            write_summary()
+            plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}",
+                         log=log, resumes=_resume_points(segments, n_batches))  # fmt: skip
+            if stopping:
                 log(f"Interrupted: saved {ckpt_path} after epoch {epoch}; continue with --resume")
-                raise KeyboardInterrupt
+                raise Interrupted(stopping)
 
     test = evaluate(model, data.test, 1, 1)
     log(f"Test Perplexity: {test.perplexity:.3f} ({test.words_per_second:,.0f} words/s)")
-    summary = {
-        "cell": cell, "config": config.to_dict(), "history": history,
-        "test_perplexity": test.perplexity, "test_words_per_second": test.words_per_second,
-        "train_seconds": sum(h["seconds"] for h in history), "seed": seed,
-    }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}", log=log)
+    save(epoch, 0, 0.0, 0, None, 0.0, "finished")
+    summary = write_summary(test)
+    plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}", log=log,
+                 resumes=_resume_points(segments, n_batches))  # fmt: skip
     return summary
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+def _check_resume(saved: dict, saved_cell: str, cell: str, config: Config, fingerprint: dict,
+                  n_batches: int, path: Path, log: Callable[[str], None]) -> None:  # fmt: skip
+    """Refuse to resume a checkpoint that is not this run, naming what differs; check the
+    saved position before trusting it (a crafted or damaged checkpoint must not skip data)."""
+    if saved_cell != cell:
+        raise RunFolderError(f"{path} holds a {saved_cell.upper()} run, not {cell.upper()}; use "
+                             "another --out or drop --resume")  # fmt: skip
+    diffs = run_folder.config_differences(saved.get("config") or {}, config.to_dict(),
+                                          ignore=run_folder.EXTENDABLE)  # fmt: skip
+    if diffs:
+        raise RunFolderError(f"{path} was written with a different config ({'; '.join(diffs)}); "
+                             "resume with the same settings, or use another --out")  # fmt: skip
+    keys = ("epoch", "step", "costs", "iters", "history", "rng")
+    missing = [k for k in keys if k not in saved]
+    if missing:
+        raise RunFolderError(f"{path} has no resumption data ({', '.join(missing)} missing): "
+                             "it is not a training checkpoint")  # fmt: skip
+    epoch, step, iters = saved["epoch"], saved["step"], saved["iters"]
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, step, iters))
+    if (not ints or not 0 <= step < n_batches or epoch < 0 or iters != step * config.num_steps
+            or not isinstance(saved["history"], list) or len(saved["history"]) != epoch
+            or not isinstance(saved["costs"], float | int)
+            or not math.isfinite(saved["costs"])):  # fmt: skip
+        raise RunFolderError(f"{path}: inconsistent training position (epoch {epoch!r}, step "
+                             f"{step!r} of {n_batches} batches, iters {iters!r}); the "
+                             "checkpoint is damaged or was edited")  # fmt: skip
+    if epoch > config.max_max_epoch:
+        raise RunFolderError(f"{path} has already trained {epoch} epochs; --max_max_epoch "
+                             f"{config.max_max_epoch} would undo them")  # fmt: skip
+    if "data" not in saved:
+        log(f"warning: {path} records no data fingerprint (written before numlstm checked "
+            "data on resume); cannot verify that the data is the same")  # fmt: skip
+        return
+    diffs = run_folder.fingerprint_differences(saved["data"], fingerprint)
+    if diffs:
+        raise RunFolderError(f"{path} was trained on different data ({'; '.join(diffs)}); "
+                             "resume with the data the run started with (--data-dir, "
+                             "--limit-tokens), or use another --out")  # fmt: skip
 
 
-def plot_history(history: list[dict], path: Path, title: str = "", log=print) -> None:
-    """Train and valid perplexity per epoch to a PNG (skipped if matplotlib is missing)."""
+def _resume_points(segments: list[dict], n_batches: int) -> list[float]:
+    """Where each segment after the first started, in epochs (2.5: halfway through epoch 3)."""
+    return [s["start"]["epoch"] + s["start"]["step"] / n_batches for s in segments[1:]]
+
+
+def plot_history(history: list[dict], path: Path, title: str = "", log=print,
+                 resumes: list[float] = ()) -> None:  # fmt: skip
+    """Train and valid perplexity per epoch to a PNG (skipped if matplotlib is missing), with a
+    dotted line where the run was resumed."""
     if not history:
         return
     try:
@@ -358,6 +482,9 @@ def plot_history(history: list[dict], path: Path, title: str = "", log=print) ->
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_perplexity"] for h in history], "o-", label="train")
     ax.plot(epochs, [h["valid_perplexity"] for h in history], "s-", label="valid")
+    for k, x in enumerate(resumes):
+        ax.axvline(x, color="gray", linestyle=":", linewidth=1,
+                   label="resumed" if k == 0 else None)  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")
@@ -365,5 +492,7 @@ def plot_history(history: list[dict], path: Path, title: str = "", log=print) ->
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+    os.replace(tmp, path)
