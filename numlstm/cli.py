@@ -1,9 +1,19 @@
 """Command line: ``python -m numlstm {train,evaluate,generate} ...``.
 
-python -m numlstm train --config small [--cell gru] [--data-dir DIR] [--out DIR] [--resume]
-python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
-python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
-python -m numlstm generate --checkpoint ... --prime "the company said" --words 50
+usage: python -m numlstm COMMAND [options]     (python -m numlstm COMMAND --help for each)
+
+commands:
+  train      train a PTB language model (the TensorFlow tutorial's configs)
+  evaluate   perplexity of a saved checkpoint on a PTB split
+  generate   sample text from a saved checkpoint
+
+examples:
+  python -m numlstm train --config small [--cell gru] [--data-dir DIR] [--out DIR] [--resume]
+  python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
+  python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
+  python -m numlstm generate --checkpoint ... --prime "the company said" --words 50
+
+Data: --data-dir DIR, else $NUMLSTM_DATA_DIR, else ~/.cache/numlstm/ptb (downloaded there once).
 """
 
 from __future__ import annotations
@@ -11,26 +21,58 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from . import ptb
 from .config import CONFIGS, get_config
 
+DATA_HINT = ("pass --data-dir DIR (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt) "
+             "or set NUMLSTM_DATA_DIR")  # fmt: skip
+# Errors a user can cause (bad values, files, data, memory); all end in one line and exit 2.
+USER_ERRORS = (ValueError, TypeError, FloatingPointError, OverflowError, MemoryError, OSError)
 
-def _data(args: argparse.Namespace) -> ptb.PTBData:
-    data = ptb.load_ptb(args.data_dir)
-    if args.limit_tokens:
-        n = args.limit_tokens
+
+def _data(data_dir: str | None, limit_tokens: int | None) -> ptb.PTBData:
+    try:
+        data = ptb.load_ptb(data_dir)
+    except ptb.DataError as e:
+        raise ptb.DataError(f"{e}; {DATA_HINT}") from None
+    if limit_tokens:
+        n = limit_tokens
         data = ptb.PTBData(data.train[:n], data.valid[:n], data.test[:n], data.word_to_id,
                            data.id_to_word)  # fmt: skip
     return data
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _error(command: str, e: BaseException) -> int:
+    """One line on stderr, no traceback, exit status 2."""
+    what = "out of memory" if isinstance(e, MemoryError) else str(e) or type(e).__name__
+    print(f"numlstm {command}: {what}", file=sys.stderr)
+    return 2
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with ptb.{train,valid,test}.txt; default: the "
                    "cache folder ($NUMLSTM_DATA_DIR or ~/.cache/numlstm/ptb), downloading the "
                    "RNNLM simple-examples archive there if needed")  # fmt: skip
-    p.add_argument("--limit-tokens", type=int, default=0, metavar="N",
-                   help="use only the first N tokens of each split (quick trials)")  # fmt: skip
+    p.add_argument("--limit-tokens", type=_count(0), default=None, metavar="N",
+                   help="use only the first N tokens of each split (0: all)")  # fmt: skip
 
 
 def parse_duration(text: str) -> float:
@@ -79,9 +121,9 @@ def train_main(argv: list[str] | None = None) -> int:
         "(default 5m; a checkpoint is always written after each epoch and on "
         "Ctrl-C or SIGTERM)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines", "none"])
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=_count(1), default=None, metavar="N",
                    help="row blocks of each batch trained side by side, one thread each "
                    "(default: one per core; 1: BLAS's own threads)")  # fmt: skip
     _add_data_args(p)
@@ -91,23 +133,32 @@ def train_main(argv: list[str] | None = None) -> int:
         overrides.add_argument(*flags, dest=f.name, type=int if f.type == "int" else float,
                                default=None, metavar="V")  # fmt: skip
     args = p.parse_args(argv)
+    try:
+        return _train(args)
+    except KeyboardInterrupt as e:  # train.Interrupted names the signal; plain Ctrl-C is SIGINT
+        return 128 + getattr(e, "signum", 2)
+    except (ptb.DataError, *USER_ERRORS) as e:
+        return _error("train", e)
 
+
+def _train(args: argparse.Namespace) -> int:
     from .train import train  # imported here so that `--help` is instant
 
     config = get_config(args.config)
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)}
-    config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+    if args.cell == "gru" and changes["learning_rate"] is None:
+        # The tutorial's lr 1.0 is tuned for the LSTM; the GRU diverges with it (valid
+        # perplexity 419,279 after one epoch) and trains well with 0.5 (docs/results.md).
+        changes["learning_rate"] = 0.5
+        print("GRU: learning_rate 0.5 (the tutorial's 1.0 makes the GRU diverge)")
+    config = config.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
     out = args.out or f"runs/{args.config}-{args.cell}"
     print(f"config {args.config}: {config}")
-    try:
-        train(config, _data(args), out, cell=args.cell, seed=args.seed, resume=args.resume,
-              progress=args.progress, threads=args.threads,
-              checkpoint_every=args.checkpoint_every, overwrite=args.overwrite)  # fmt: skip
-    except KeyboardInterrupt as e:  # train.Interrupted names the signal; plain Ctrl-C is SIGINT
-        return 128 + getattr(e, "signum", 2)
-    except (ptb.DataError, ValueError) as e:
-        print(f"numlstm train: {e}", file=sys.stderr)
-        return 2
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    train(config, _data(data_dir, args.limit_tokens), out, cell=args.cell, seed=args.seed,
+          resume=args.resume, progress=args.progress, threads=args.threads,
+          checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+          data_source={"data_dir": data_dir, "limit_tokens": args.limit_tokens or 0})  # fmt: skip
     return 0
 
 
@@ -117,25 +168,38 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--num-steps", type=int, default=1)
+    p.add_argument("--batch-size", type=_count(1), default=1)
+    p.add_argument("--num-steps", type=_count(1), default=1)
     _add_data_args(p)
     args = p.parse_args(argv)
+    try:
+        return _evaluate(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ptb.DataError, *USER_ERRORS) as e:
+        return _error("evaluate", e)
 
-    from .checkpoint import CheckpointError
+
+def _evaluate(args: argparse.Namespace) -> int:
     from .saving import load_model
     from .train import evaluate
 
-    try:
-        model, vocab, _ = load_model(args.checkpoint)
-        data = _data(args)
-        if vocab != data.id_to_word:
-            raise ValueError("the checkpoint's vocabulary differs from the data's: it was "
-                             "trained on other data")  # fmt: skip
-        result = evaluate(model, getattr(data, args.split), args.batch_size, args.num_steps)
-    except (CheckpointError, ptb.DataError, ValueError) as e:
-        print(f"numlstm evaluate: {e}", file=sys.stderr)
-        return 2
+    model, vocab, meta = load_model(args.checkpoint)
+    # Score the data the model was trained on unless told otherwise: the checkpoint remembers
+    # --data-dir and --limit-tokens (numlstm train records them).
+    source = (meta.get("training") or {}).get("data_source") or {}
+    data_dir = args.data_dir or (source.get("data_dir") if isinstance(source, dict) else None)
+    limit = args.limit_tokens if args.limit_tokens is not None else source.get("limit_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        limit = None
+    if data_dir is not None and not args.data_dir:
+        print(f"data: {data_dir} (recorded in the checkpoint)"
+              + (f", first {limit:,} tokens of each split" if limit else ""))  # fmt: skip
+    data = _data(data_dir, limit)
+    if vocab != data.id_to_word:
+        raise ValueError("the checkpoint's vocabulary differs from the data's: it was trained on "
+                         f"other data ({DATA_HINT})")  # fmt: skip
+    result = evaluate(model, getattr(data, args.split), args.batch_size, args.num_steps)
     print(f"{args.split} perplexity: {result.perplexity:.3f} "
           f"({result.words_per_second:,.0f} words/s, {result.seconds:.1f} s)")  # fmt: skip
     return 0
@@ -143,12 +207,17 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main, "evaluate": evaluate_main}
-    if not argv or argv[0] not in (*commands, "generate"):
-        print(__doc__.strip(), file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    commands = ("train", "evaluate", "generate")
+    if not argv or argv[0] in ("-h", "--help"):
+        # --help is an answer (stdout, success); no command at all is a usage error.
+        print(__doc__.strip(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] not in commands:
+        print(f"numlstm: unknown command {argv[0]!r}; choose one of {', '.join(commands)} "
+              "(python -m numlstm --help)", file=sys.stderr)  # fmt: skip
+        return 2
     if argv[0] == "generate":
         from .generate import generate_main
 
         return generate_main(argv[1:])
-    return commands[argv[0]](argv[1:])
+    return {"train": train_main, "evaluate": evaluate_main}[argv[0]](argv[1:])

@@ -14,7 +14,14 @@ Medium and Large the regularised ones (dropout 1 - keep_prob on non-recurrent co
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
+
+# Sane upper limits: far above any published PTB model, low enough that a typo (an extra digit
+# or three) is caught here rather than by a MemoryError or a Numba failure hours later.
+MAX_LAYERS = 64
+MAX_INIT_SCALE = 100.0
 
 
 @dataclass
@@ -40,6 +47,52 @@ class Config:
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Config:
+        """Raise ``ValueError`` naming the first field whose value cannot train a model (a
+        negative clip norm would ascend the gradient, NaN would switch clipping off, ...);
+        returns ``self``. Also refuses a model whose parameters alone exceed this machine's
+        memory."""
+        positive_ints = ("num_layers", "num_steps", "hidden_size", "max_max_epoch",
+                         "batch_size")  # fmt: skip
+        for name in (*positive_ints, "max_epoch", "vocab_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_epoch < 0:
+            raise ValueError(f"max_epoch must be >= 0, got {self.max_epoch}")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if self.num_layers > MAX_LAYERS:
+            raise ValueError(f"num_layers must be <= {MAX_LAYERS}, got {self.num_layers}")
+        for name in ("init_scale", "learning_rate", "max_grad_norm", "lr_decay", "keep_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            if v <= 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
+        if self.keep_prob > 1:
+            raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob}")
+        if self.init_scale > MAX_INIT_SCALE:
+            raise ValueError(f"init_scale must be <= {MAX_INIT_SCALE:g} (weights are uniform in "
+                             f"[-init_scale, init_scale]), got {self.init_scale}")  # fmt: skip
+        need = 4 * self.num_parameters()  # float32 parameters; training needs several times this
+        have = _physical_memory()
+        if have and need > have:
+            gib = f"{need / 2**30:.1f} GiB for the parameters alone; this machine has"
+            raise ValueError(f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+                             f"vocab_size={self.vocab_size} need {gib} "
+                             f"{have / 2**30:.1f} GiB")  # fmt: skip
+        return self
+
+    def num_parameters(self) -> int:
+        """Parameters of the tutorial's model: embedding (V, H), L LSTM layers (8H^2 + 4H each,
+        an upper bound for a GRU layer), softmax (H, V) + (V,)."""
+        V, H, L = self.vocab_size, self.hidden_size, self.num_layers
+        return V * H + L * (8 * H * H + 4 * H) + H * V + V
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,6 +124,14 @@ def TestConfig() -> Config:
         hidden_size=2, max_epoch=1, max_max_epoch=1, keep_prob=1.0, lr_decay=0.5,
         batch_size=20, vocab_size=10000,
     )  # fmt: skip
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM on this machine (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 CONFIGS = {"small": SmallConfig, "medium": MediumConfig, "large": LargeConfig, "test": TestConfig}

@@ -46,6 +46,11 @@ from .saving import load_model, save_model
 DEFAULT_CHECKPOINT_EVERY = 300.0  # seconds: a run stopped at any moment loses at most 5 minutes
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss became non-finite or the validation perplexity blew up; the message says what
+    to change."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Training stopped by a signal (SIGINT or SIGTERM) after saving a checkpoint."""
 
@@ -165,6 +170,14 @@ def _is_tenth(step: int, total: int) -> bool:
     return (step + 1) * 10 // total > step * 10 // total
 
 
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _has_tqdm() -> bool:
     try:
         import tqdm  # noqa: F401
@@ -231,6 +244,7 @@ def train(
     threads: int | None = None,
     checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY,
     overwrite: bool = False,
+    data_source: dict | None = None,
 ) -> dict:
     """Train on ``data.train``, validate after each epoch, test at the end; returns a summary.
 
@@ -246,9 +260,18 @@ def train(
     Writes to ``out_dir``: checkpoint.npz, log.csv (one row per epoch), summary.json (after
     every epoch, with ``"finished": false`` until the test pass) and perplexity.png (if
     matplotlib is installed). Raises ``Interrupted`` after saving a checkpoint on SIGINT or
-    SIGTERM, and ``RunFolderError`` for a folder it must not touch.
+    SIGTERM, and ``RunFolderError`` for a folder it must not touch. ``data_source`` (JSON-able,
+    e.g. ``{"data_dir": ..., "limit_tokens": ...}``) is recorded in the checkpoint so that
+    ``numlstm evaluate`` scores the same data by default.
     """
     out = Path(out_dir)
+    config.validate()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= config.batch_size):  # fmt: skip
+        raise ValueError(f"threads must be an integer from 1 to batch_size="
+                         f"{config.batch_size}, got {threads!r}")  # fmt: skip
+    if cell not in ("lstm", "gru"):
+        raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
     if data.vocab_size != config.vocab_size:
         raise ValueError(f"the data has a vocabulary of {data.vocab_size} words but the config "
                          f"says vocab_size={config.vocab_size}; pass --vocab_size "
@@ -263,12 +286,13 @@ def train(
         return _train_locked(config, data, out, cell=cell, seed=seed, resume=resume,
                              progress=progress, log=log, threads=threads,
                              checkpoint_every=checkpoint_every or None,
-                             overwrite=overwrite)  # fmt: skip
+                             overwrite=overwrite, data_source=data_source)  # fmt: skip
 
 
 def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, seed: int,
                   resume: bool, progress: str, log: Callable[[str], None], threads: int | None,
-                  checkpoint_every: float | None, overwrite: bool) -> dict:  # fmt: skip
+                  checkpoint_every: float | None, overwrite: bool,
+                  data_source: dict | None) -> dict:  # fmt: skip
     """``train`` once the folder's lock is held."""
     ckpt_path = out / CHECKPOINT
     B, T = config.batch_size, config.num_steps
@@ -325,6 +349,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             "config": config.to_dict(), "epoch": epoch, "step": step, "costs": costs,
             "iters": iters, "history": history, "rng": rng.bit_generator.state, "seed": seed,
             "epoch_seconds": epoch_seconds, "segments": segments, "data": fingerprint,
+            "data_source": data_source,
         }  # fmt: skip
         extra = _state_arrays(state) if state is not None else None
         save_model(ckpt_path, model, data.id_to_word,
@@ -349,9 +374,14 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
         f"{model.num_parameters():,} parameters, {n_batches} batches per epoch, "
         f"{threads} thread{'s' if threads > 1 else ''}")  # fmt: skip
     parallel = DataParallel(model, threads) if threads > 1 else None
+    can_plot = _has_matplotlib()
+    if not can_plot:
+        log("matplotlib is not installed, so no perplexity.png will be drawn "
+            "(pip install 'numlstm[plot]')")  # fmt: skip
     with contextlib.ExitStack() as stack, _deferred_interrupt() as interrupted:
         if parallel is not None:
             stack.callback(parallel.close)  # BLAS gets its threads back for the test pass
+        _prepare_kernels(model, parallel, data, config, log)
         while epoch < config.max_max_epoch:
             opt.lr = config.lr_at(epoch)  # (O4)
             log(f"Epoch: {epoch + 1} Learning rate: {opt.lr:.3f}")
@@ -362,12 +392,17 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             for i, (x, y) in enumerate(ptb.ptb_iterator(data.train, B, T)):
                 if i < step:
                     continue  # resuming mid-epoch: these batches were already trained on
-                loss, state = train_step(
-                    model, opt, x, y, state, config.max_grad_norm, config.keep_prob, rng,
-                    parallel,
-                )  # fmt: skip
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss} at epoch {epoch + 1}")
+                try:
+                    loss, state = train_step(
+                        model, opt, x, y, state, config.max_grad_norm, config.keep_prob, rng,
+                        parallel,
+                    )  # fmt: skip
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"the loss became {loss}")
+                except FloatingPointError as e:  # a NaN/inf loss or gradient norm
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch + 1}, step {i + 1} ({e}). "
+                        f"{_advice(config, cell)}") from None  # fmt: skip
                 costs, iters, step = costs + loss, iters + T, i + 1
                 wps = (iters - start_iters) * B / (time.perf_counter() - start)
                 bar.update(i, n_batches, math.exp(costs / iters), wps)
@@ -391,6 +426,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             log(f"Epoch: {epoch + 1} Train Perplexity: {train_ppl:.3f}")
             valid = evaluate(model, data.valid, B, T, parallel=parallel)
             log(f"Epoch: {epoch + 1} Valid Perplexity: {valid.perplexity:.3f}")
+            _check_divergence(valid.perplexity, history, epoch, config, cell)
             history.append({
                 "epoch": epoch + 1, "lr": opt.lr, "train_perplexity": train_ppl,
                 "valid_perplexity": valid.perplexity, "seconds": seconds,
@@ -404,8 +440,9 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             save(epoch, 0, 0.0, 0, None, 0.0, ended)
             run_folder.write_log(out / "log.csv", history)
             write_summary()
-            plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}",
-                         log=log, resumes=_resume_points(segments, n_batches))  # fmt: skip
+            if can_plot:
+                plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}",
+                             log=log, resumes=_resume_points(segments, n_batches))  # fmt: skip
             if stopping:
                 log(f"Interrupted: saved {ckpt_path} after epoch {epoch}; continue with --resume")
                 raise Interrupted(stopping)
@@ -414,9 +451,55 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
     log(f"Test Perplexity: {test.perplexity:.3f} ({test.words_per_second:,.0f} words/s)")
     save(epoch, 0, 0.0, 0, None, 0.0, "finished")
     summary = write_summary(test)
-    plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}", log=log,
-                 resumes=_resume_points(segments, n_batches))  # fmt: skip
+    if can_plot:
+        plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}", log=log,
+                     resumes=_resume_points(segments, n_batches))  # fmt: skip
     return summary
+
+
+def _prepare_kernels(model: LanguageModel, parallel: DataParallel | None, data: ptb.PTBData,
+                     config: Config, log: Callable[[str], None]) -> None:  # fmt: skip
+    """Run every kernel the run will use once, on a two-step slice of the first batch, so that
+    Numba's compilation (about 25 s on a first run; later runs load the cache) is announced and
+    kept out of the measured speeds. Nothing persistent changes: the gradients are thrown away,
+    the dropout masks come from a throwaway generator, the run's state is untouched."""
+    log("Preparing the Numba kernels (compiled on a first run, about 25 s; cached after)...")
+    start = time.perf_counter()
+    x, y = next(ptb.ptb_iterator(data.train, config.batch_size, config.num_steps))
+    x, y = x[:, :2], y[:, :2]
+    state = model.init_state(config.batch_size)
+    throwaway = np.random.default_rng(0)
+    if parallel is not None:
+        parallel.loss_and_grads(x, y, state, config.keep_prob, throwaway)
+        parallel.loss(x, y, state)
+    else:
+        model.loss_and_grads(x, y, state, config.keep_prob, throwaway, sparse_embedding=True)
+        model.loss(x, y, state)
+    evaluate_sequence(model, np.asarray(data.train[:3]))
+    log(f"Kernels ready in {time.perf_counter() - start:.1f} s")
+
+
+def _advice(config: Config, cell: str) -> str:
+    lower = 0.5 if cell == "gru" and config.learning_rate >= 1 else config.learning_rate / 2
+    return (f"The learning rate {config.learning_rate:g} is too high for this model: start "
+            f"again with --learning_rate {lower:g} (and --overwrite, or another --out)"
+            + (" — the GRU trains with 0.5, docs/results.md" if cell == "gru" else "")
+            + ", or clip harder with a smaller --max_grad_norm.")  # fmt: skip
+
+
+def _check_divergence(valid: float, history: list[dict], epoch: int, config: Config,
+                      cell: str) -> None:  # fmt: skip
+    """Stop a run whose validation perplexity is non-finite, worse than guessing every word
+    uniformly (vocab_size), or more than twice its best so far: the tutorial's runs never do
+    that, and a diverged run only wastes the hours that are left."""
+    best = min((h["valid_perplexity"] for h in history), default=math.inf)
+    if not math.isfinite(valid) or valid > config.vocab_size or valid > 2 * best:
+        why = (f"worse than guessing uniformly ({config.vocab_size:,})"
+               if not math.isfinite(valid) or valid > config.vocab_size
+               else f"more than twice the best so far ({best:,.1f})")  # fmt: skip
+        raise TrainingDiverged(
+            f"training diverged: valid perplexity {valid:,.1f} after epoch {epoch + 1} is {why}. "
+            f"{_advice(config, cell)}")  # fmt: skip
 
 
 def _check_resume(saved: dict, saved_cell: str, cell: str, config: Config, fingerprint: dict,
