@@ -1,0 +1,573 @@
+"""The whole engine written plainly in NumPy, one line per equation: read this first.
+
+Every layer of numlstm, and the loss, forward and backward, written straight from the
+equations of the docs, with the equation's label at the end of each line:
+
+* LSTM: L1-L6 and dL6-dL1 of ``docs/lstm.md``;
+* GRU: G1-G5 (``reset_after=True``), G2c/G4c (``reset_after=False``) and their backward
+  dG5-dG1, dG4c, dG2c of ``docs/gru.md``;
+* embedding E1/dE1, dropout D1/dD1, softmax cross-entropy S1-S3 / dS3·dS2 / dS1 of
+  ``docs/layers.md``, and the stacked language model of its section 4;
+* gradient clipping O1-O2, SGD O3 and Adam O5-O8 of ``docs/optim.md``.
+
+Nothing here is fast: no Numba, no reused buffers, no threads, no fused kernels, no
+"GEMM over all steps" tricks. A sequence layer is a Python loop over the step function, as in
+cs231n's ``rnn_layers.py``, and each step keeps what its backward pass needs in a plain dict
+(its "cache"). The functions take and return the same arguments, in the same order and with
+the same shapes, as their fast counterparts in ``numlstm`` (``lstm_forward``,
+``gru_backward``, ``softmax_xent_forward_backward``, ...), so either can be called from the
+same code and their results compared; ``loss_and_grads(model, ...)`` returns what
+``model.loss_and_grads(...)`` returns. ``tests/test_reference.py`` checks this file against
+central differences and the fast paths against this file. ``docs/reference.md`` shows how to
+step through it in a debugger.
+
+Conventions (``docs/lstm.md`` section 1): time-major sequences x (T, B, D), row vectors
+(a = x Wx + h Wh + b), gate blocks i, f, g, o (LSTM) and r, z, n (GRU) side by side in the
+columns of the weights. For any array X, dX is the gradient of the scalar loss with respect
+to X and has the shape of X. Arrays keep the dtype they are given (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+Cache = dict[str, Any]
+State = list[tuple[np.ndarray, ...]]
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """The logistic function 1 / (1 + e^-a), elementwise (lstm.md section 1)."""
+    return 1 / (1 + np.exp(-a))
+
+
+# --------------------------------------------------------------------------------------------
+# LSTM (docs/lstm.md)
+# --------------------------------------------------------------------------------------------
+
+
+def lstm_step_forward(
+    x_t: np.ndarray,
+    h_prev: np.ndarray,
+    c_prev: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    b: np.ndarray,
+    forget_bias: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, Cache]:
+    """One LSTM step: x_t (B, D), h_prev, c_prev (B, H) -> h_t, c_t (B, H), cache.
+
+        a_t = x_t Wx + b + h_{t-1} Wh                    (L1, L2)
+        i_t = σ(a_t^i), f_t = σ(a_t^f + b_f), o_t = σ(a_t^o)   (L3)
+        g_t = tanh(a_t^g)                                (L4)
+        c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t                  (L5)
+        h_t = o_t ⊙ tanh(c_t)                            (L6)
+
+    Wx (D, 4H), Wh (H, 4H), b (4H,), blocks i, f, g, o; b_f is ``forget_bias``.
+    """
+    H = h_prev.shape[1]
+    a = x_t @ Wx + b + h_prev @ Wh  # (L1, L2) [B, 4H]
+    i = sigmoid(a[:, 0:H])  # (L3)
+    f = sigmoid(a[:, H : 2 * H] + forget_bias)  # (L3)
+    g = np.tanh(a[:, 2 * H : 3 * H])  # (L4)
+    o = sigmoid(a[:, 3 * H : 4 * H])  # (L3)
+    c = f * c_prev + i * g  # (L5)
+    h = o * np.tanh(c)  # (L6)
+    cache = {"x": x_t, "h_prev": h_prev, "c_prev": c_prev, "Wx": Wx, "Wh": Wh,
+             "i": i, "f": f, "g": g, "o": o, "c": c}  # fmt: skip
+    return h, c, cache
+
+
+def lstm_step_backward(
+    dh: np.ndarray, dc: np.ndarray, cache: Cache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of one step: dh, dc (B, H) -> dx (B, D), dh_prev, dc_prev, dWx, dWh, db.
+
+    ``dh`` is the total gradient of h_t; ``dc`` the gradient of c_t through c_{t+1} only
+    (lstm.md section 3.3). dWx, dWh, db are this step's terms of the sums over time.
+
+        do_t = dh_t ⊙ tanh(c_t);  dc_t += dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))       (dL6)
+        di_t = dc_t ⊙ g_t;  df_t = dc_t ⊙ c_{t-1};  dg_t = dc_t ⊙ i_t         (dL5)
+        dc_{t-1} = dc_t ⊙ f_t                                                 (dL5)
+        da_t^g = dg_t ⊙ (1 - g_t²)                                            (dL4)
+        da_t^i = di_t ⊙ i_t(1 - i_t), same for f and o                        (dL3)
+        dh_{t-1} = da_t Whᵀ;  dWh = h_{t-1}ᵀ da_t                             (dL2)
+        dx_t = da_t Wxᵀ;  dWx = x_tᵀ da_t;  db = Σ_rows da_t                  (dL1)
+    """
+    x, h_prev, c_prev = cache["x"], cache["h_prev"], cache["c_prev"]
+    Wx, Wh = cache["Wx"], cache["Wh"]
+    i, f, g, o, c = cache["i"], cache["f"], cache["g"], cache["o"], cache["c"]
+    tc = np.tanh(c)
+    do = dh * tc  # (dL6)
+    dc = dc + dh * o * (1 - tc * tc)  # (dL6) the two paths into c_t add
+    di = dc * g  # (dL5)
+    df = dc * c_prev  # (dL5)
+    dg = dc * i  # (dL5)
+    dc_prev = dc * f  # (dL5)
+    dag = dg * (1 - g * g)  # (dL4)
+    dai = di * i * (1 - i)  # (dL3)
+    daf = df * f * (1 - f)  # (dL3) f already includes forget_bias, so nothing changes
+    dao = do * o * (1 - o)  # (dL3)
+    da = np.concatenate([dai, daf, dag, dao], axis=1)  # [B, 4H], blocks i, f, g, o
+    dh_prev = da @ Wh.T  # (dL2)
+    dWh = h_prev.T @ da  # (dL2)
+    dx = da @ Wx.T  # (dL1)
+    dWx = x.T @ da  # (dL1)
+    db = da.sum(axis=0)  # (dL1)
+    return dx, dh_prev, dc_prev, dWx, dWh, db
+
+
+def lstm_forward(
+    x: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    b: np.ndarray,
+    forget_bias: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Cache]]:
+    """L1-L6 for t = 1..T: x (T, B, D), h0, c0 (B, H) -> hs (T, B, H), hT, cT, caches."""
+    T = x.shape[0]
+    h, c = h0, c0
+    hs, caches = [], []
+    for t in range(T):
+        h, c, cache = lstm_step_forward(x[t], h, c, Wx, Wh, b, forget_bias)  # L1-L6
+        hs.append(h)
+        caches.append(cache)
+    return np.stack(hs), h, c, caches
+
+
+def lstm_backward(
+    dhs: np.ndarray, dhT: np.ndarray, dcT: np.ndarray, caches: list[Cache]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """dL6-dL1 for t = T..1: -> dx (T, B, D), dh0, dc0 (B, H), dWx, dWh, db.
+
+    ``dhT``, ``dcT`` are the gradients of the final state from a later segment (lstm.md
+    section 5; zeros in truncated BPTT). Weights are used at every step, so their gradients
+    are sums over the steps (lstm.md section 4).
+    """
+    T = dhs.shape[0]
+    dx = [None] * T
+    dh_rec, dc = dhT, dcT  # what flows back into step T from outside the segment
+    dWx = dWh = db = 0
+    for t in range(T - 1, -1, -1):
+        dh = dhs[t] + dh_rec  # total gradient of h_t (lstm.md section 3.3)
+        dx[t], dh_rec, dc, dWx_t, dWh_t, db_t = lstm_step_backward(dh, dc, caches[t])
+        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t  # (lstm.md section 4)
+    return np.stack(dx), dh_rec, dc, dWx, dWh, db
+
+
+# --------------------------------------------------------------------------------------------
+# GRU (docs/gru.md)
+# --------------------------------------------------------------------------------------------
+
+
+def gru_step_forward(
+    x_t: np.ndarray,
+    h_prev: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    bx: np.ndarray,
+    bh: np.ndarray,
+    *,
+    reset_after: bool = True,
+) -> tuple[np.ndarray, Cache]:
+    """One GRU step: x_t (B, D), h_prev (B, H) -> h_t (B, H), cache.
+
+    reset_after=True (cuDNN, gru.md section 2):
+        A_t^x = x_t Wx + bx                                  (G1)
+        a_t^h = h_{t-1} Wh + bh                              (G2)
+        r_t = σ(A^{x,r} + a^{h,r}), z_t = σ(A^{x,z} + a^{h,z})   (G3)
+        n_t = tanh(A^{x,n} + r_t ⊙ a^{h,n})                  (G4)
+        h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}                (G5)
+    reset_after=False (Cho et al., gru.md section 3): G2 and G4 become
+        a_t^{h,rz} = h_{t-1} Wh^{rz} + bh^{rz}               (G2c)
+        n_t = tanh(A^{x,n} + (r_t ⊙ h_{t-1}) Wh^n + bh^n)    (G4c)
+
+    Wx (D, 3H), Wh (H, 3H), bx, bh (3H,), blocks r, z, n.
+    """
+    H = h_prev.shape[1]
+    ax = x_t @ Wx + bx  # (G1) [B, 3H]
+    cache = {"x": x_t, "h_prev": h_prev, "Wx": Wx, "Wh": Wh, "reset_after": reset_after}
+    if reset_after:
+        ah = h_prev @ Wh + bh  # (G2) [B, 3H]
+        r = sigmoid(ax[:, 0:H] + ah[:, 0:H])  # (G3)
+        z = sigmoid(ax[:, H : 2 * H] + ah[:, H : 2 * H])  # (G3)
+        n = np.tanh(ax[:, 2 * H :] + r * ah[:, 2 * H :])  # (G4)
+        cache["ahn"] = ah[:, 2 * H :]  # a^{h,n}, needed by dG4
+    else:
+        ah_rz = h_prev @ Wh[:, : 2 * H] + bh[: 2 * H]  # (G2c) [B, 2H]
+        r = sigmoid(ax[:, 0:H] + ah_rz[:, 0:H])  # (G3)
+        z = sigmoid(ax[:, H : 2 * H] + ah_rz[:, H : 2 * H])  # (G3)
+        q = r * h_prev  # the reset state q_t of dG4c
+        n = np.tanh(ax[:, 2 * H :] + q @ Wh[:, 2 * H :] + bh[2 * H :])  # (G4c)
+        cache["q"] = q
+    h = (1 - z) * n + z * h_prev  # (G5)
+    cache.update(r=r, z=z, n=n)
+    return h, cache
+
+
+def gru_step_backward(
+    dh: np.ndarray, cache: Cache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of one step: dh (B, H), the total gradient of h_t -> dx (B, D), dh_prev,
+    dWx, dWh, dbx, dbh (this step's terms of the sums over time).
+
+        dz_t = dh_t ⊙ (h_{t-1} - n_t);  dn_t = dh_t ⊙ (1 - z_t);  dh_{t-1} = dh_t ⊙ z_t  (dG5)
+    reset_after=True:
+        da_t^n = dn_t ⊙ (1 - n_t²);  dr_t = da_t^n ⊙ a_t^{h,n};  da_t^{h,n} = da_t^n ⊙ r_t  (dG4)
+        da_t^r = dr_t ⊙ r_t(1 - r_t);  da_t^z = dz_t ⊙ z_t(1 - z_t)                   (dG3)
+        dh_{t-1} += da_t^h Whᵀ;  dWh = h_{t-1}ᵀ da_t^h;  dbh = Σ_rows da_t^h          (dG2)
+    reset_after=False:
+        da_t^n = dn_t ⊙ (1 - n_t²);  dq_t = da_t^n (Wh^n)ᵀ                            (dG4c)
+        dr_t = dq_t ⊙ h_{t-1};  dh_{t-1} += dq_t ⊙ r_t;  dWh^n = q_tᵀ da_t^n          (dG4c)
+        da_t^r, da_t^z as above                                                       (dG3)
+        dh_{t-1} += da_t^{h,rz} (Wh^{rz})ᵀ;  dWh^{rz} = h_{t-1}ᵀ da_t^{h,rz}          (dG2c)
+    both:
+        dx_t = dA_t^x Wxᵀ;  dWx = x_tᵀ dA_t^x;  dbx = Σ_rows dA_t^x                   (dG1)
+    """
+    x, h_prev, Wx, Wh = cache["x"], cache["h_prev"], cache["Wx"], cache["Wh"]
+    r, z, n = cache["r"], cache["z"], cache["n"]
+    H = h_prev.shape[1]
+    dz = dh * (h_prev - n)  # (dG5)
+    dn = dh * (1 - z)  # (dG5)
+    dh_prev = dh * z  # (dG5) the direct path
+    dan = dn * (1 - n * n)  # (dG4) / (dG4c) through the tanh
+    if cache["reset_after"]:
+        dr = dan * cache["ahn"]  # (dG4)
+        dahn = dan * r  # (dG4)
+        dar = dr * r * (1 - r)  # (dG3)
+        daz = dz * z * (1 - z)  # (dG3)
+        dah = np.concatenate([dar, daz, dahn], axis=1)  # [B, 3H]
+        dh_prev = dh_prev + dah @ Wh.T  # (dG2)
+        dWh = h_prev.T @ dah  # (dG2)
+        dbh = dah.sum(axis=0)  # (dG2)
+    else:
+        dq = dan @ Wh[:, 2 * H :].T  # (dG4c)
+        dr = dq * h_prev  # (dG4c)
+        dh_prev = dh_prev + dq * r  # (dG4c)
+        dWh_n = cache["q"].T @ dan  # (dG4c)
+        dbh_n = dan.sum(axis=0)  # (dG4c)
+        dar = dr * r * (1 - r)  # (dG3)
+        daz = dz * z * (1 - z)  # (dG3)
+        dah_rz = np.concatenate([dar, daz], axis=1)  # [B, 2H]
+        dh_prev = dh_prev + dah_rz @ Wh[:, : 2 * H].T  # (dG2c)
+        dWh_rz = h_prev.T @ dah_rz  # (dG2c)
+        dbh_rz = dah_rz.sum(axis=0)  # (dG2c)
+        dWh = np.concatenate([dWh_rz, dWh_n], axis=1)
+        dbh = np.concatenate([dbh_rz, dbh_n])
+    dax = np.concatenate([dar, daz, dan], axis=1)  # dA_t^x [B, 3H] (dG3, dG4)
+    dx = dax @ Wx.T  # (dG1)
+    dWx = x.T @ dax  # (dG1)
+    dbx = dax.sum(axis=0)  # (dG1)
+    return dx, dh_prev, dWx, dWh, dbx, dbh
+
+
+def gru_forward(
+    x: np.ndarray,
+    h0: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    bx: np.ndarray,
+    bh: np.ndarray,
+    *,
+    reset_after: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[Cache]]:
+    """G1-G5 (or G1, G2c, G3, G4c, G5) for t = 1..T: x (T, B, D), h0 (B, H) -> hs (T, B, H),
+    hT, caches."""
+    h = h0
+    hs, caches = [], []
+    for t in range(x.shape[0]):
+        h, cache = gru_step_forward(x[t], h, Wx, Wh, bx, bh, reset_after=reset_after)
+        hs.append(h)
+        caches.append(cache)
+    return np.stack(hs), h, caches
+
+
+def gru_backward(
+    dhs: np.ndarray, dhT: np.ndarray, caches: list[Cache]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backward for t = T..1: -> dx (T, B, D), dh0 (B, H), dWx, dWh, dbx, dbh.
+
+    ``dhT`` is the gradient of h_T from a later segment (gru.md section 5).
+    """
+    T = dhs.shape[0]
+    dx = [None] * T
+    dh_rec = dhT
+    dWx = dWh = dbx = dbh = 0
+    for t in range(T - 1, -1, -1):
+        dh = dhs[t] + dh_rec  # total gradient of h_t (gru.md section 2.2)
+        dx[t], dh_rec, dWx_t, dWh_t, dbx_t, dbh_t = gru_step_backward(dh, caches[t])
+        dWx, dWh = dWx + dWx_t, dWh + dWh_t  # sums over the steps (lstm.md section 4)
+        dbx, dbh = dbx + dbx_t, dbh + dbh_t
+    return np.stack(dx), dh_rec, dWx, dWh, dbx, dbh
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding, dropout, softmax cross-entropy (docs/layers.md)
+# --------------------------------------------------------------------------------------------
+
+
+def embedding_forward(ids: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, Cache]:
+    """(E1) e_n = W[k_n]: ids of any shape S, W (V, E) -> out of shape S + (E,), cache."""
+    out = W[ids]  # (E1)
+    return out, {"ids": ids, "shape": W.shape, "dtype": W.dtype}
+
+
+def embedding_backward(dout: np.ndarray, cache: Cache) -> np.ndarray:
+    """(dE1) dW[k] = sum of dout over the positions whose id is k. Returns dW (V, E)."""
+    dW = np.zeros(cache["shape"], cache["dtype"])
+    # A scatter-add: np.add.at adds once per position, so a word seen c times gets c terms
+    # (``dW[ids] += dout`` would keep only one of them; layers.md section 1).
+    np.add.at(dW, cache["ids"], dout)  # (dE1)
+    return dW
+
+
+def dropout_mask(
+    shape: tuple[int, ...], keep_prob: float, rng: np.random.Generator, dtype=np.float32
+) -> np.ndarray:
+    """The scaled mask m / p of D1, m ~ Bernoulli(p): entries 0 or 1/keep_prob.
+
+    Drawn exactly as ``numlstm.dropout_mask`` draws it (one ``rng.random`` call of this shape
+    and dtype), so the same seeded rng gives the same mask here and there.
+    """
+    dtype = np.dtype(dtype)
+    m = rng.random(shape, dtype=dtype) < keep_prob  # m_j = 1 with probability p
+    return m.astype(dtype) * dtype.type(1 / keep_prob)
+
+
+def dropout_forward(
+    x: np.ndarray,
+    keep_prob: float,
+    rng: np.random.Generator | None = None,
+    *,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(D1) y = x ⊙ m / p. Returns (y, cache), the cache being the scaled mask m / p.
+
+    ``mask`` (already scaled) fixes the mask; otherwise it is drawn from ``rng``. With
+    keep_prob = 1 and no mask the layer is the identity: (x, None).
+    """
+    if mask is None:
+        if keep_prob == 1.0:
+            return x, None
+        mask = dropout_mask(x.shape, keep_prob, rng, x.dtype)
+    y = x * mask  # (D1)
+    return y, mask
+
+
+def dropout_backward(dy: np.ndarray, cache: np.ndarray | None) -> np.ndarray:
+    """(dD1) dx = dy ⊙ m / p, with the forward pass's mask."""
+    if cache is None:
+        return dy
+    return dy * cache  # (dD1)
+
+
+def softmax_xent_forward_backward(
+    h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear + softmax + cross-entropy, and its gradients.
+
+        Z = h W + b                                              (S1)
+        log p_{n,k} = z_{n,k} - m_n - log Σ_j exp(z_{n,j} - m_n)   (S2), m_n = max_j z_{n,j}
+        L = (1/B) Σ_n -log p_{n,y_n}                             (S3)
+        dZ = (softmax(Z) - onehot(y)) / B                        (dS3·dS2)
+        dW = hᵀ dZ;  db = Σ_n dZ_n;  dh = dZ Wᵀ                  (dS1)
+
+    h (N, H) with N = T * B rows, W (H, V), b (V,), targets (N,) ids, batch_size B.
+    Returns (loss, dh (N, H), dW (H, V), db (V,)). The loss is summed over all N positions
+    and divided by B only (not by N): layers.md section 3, S3.
+    """
+    N = h.shape[0]
+    rows = np.arange(N)
+    Z = h @ W + b  # (S1) [N, V]
+    m = Z.max(axis=1, keepdims=True)  # (S2) row maxima, so that exp cannot overflow
+    logp = Z - m - np.log(np.exp(Z - m).sum(axis=1, keepdims=True))  # (S2)
+    loss = -logp[rows, targets].sum() / batch_size  # (S3)
+    dZ = np.exp(logp)  # softmax(Z)
+    dZ[rows, targets] -= 1  # (dS3·dS2) softmax(Z) - onehot(y)
+    dZ = dZ / batch_size  # (dS3·dS2)
+    dW = h.T @ dZ  # (dS1)
+    db = dZ.sum(axis=0)  # (dS1)
+    dh = dZ @ W.T  # (dS1)
+    return float(loss), dh, dW, db
+
+
+def softmax_xent_loss(
+    h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
+) -> float:
+    """The loss alone (S1-S3), as ``softmax_xent_forward_backward`` computes it."""
+    Z = h @ W + b  # (S1)
+    m = Z.max(axis=1, keepdims=True)
+    logp = Z - m - np.log(np.exp(Z - m).sum(axis=1, keepdims=True))  # (S2)
+    return float(-logp[np.arange(h.shape[0]), targets].sum() / batch_size)  # (S3)
+
+
+# --------------------------------------------------------------------------------------------
+# The stacked language model (docs/layers.md section 4)
+# --------------------------------------------------------------------------------------------
+
+
+def draw_masks(model: Any, T: int, B: int, keep_prob: float, rng: np.random.Generator) -> list:
+    """The L + 1 dropout masks of a (B, T) batch: the embedding's, then each layer's output's.
+
+    Each is (T, B, H), drawn from ``rng`` in this order, which is the order in which
+    ``model.loss_and_grads`` draws them: the same seeded rng gives the same masks. With
+    keep_prob = 1 there is no dropout: a list of None.
+    """
+    if keep_prob == 1.0:
+        return [None] * (model.num_layers + 1)
+    shape = (T, B, model.hidden_size)
+    return [dropout_mask(shape, keep_prob, rng, model.dtype) for _ in range(model.num_layers + 1)]
+
+
+def model_forward(
+    model: Any, x: np.ndarray, state: State, keep_prob: float, masks: Sequence[np.ndarray | None]
+) -> tuple[np.ndarray, State, list[Cache]]:
+    """Embedding -> dropout -> L x (recurrent layer -> dropout) (layers.md section 4, steps
+    1-3). x (B, T) ids; ``masks`` from ``draw_masks`` (with keep_prob = 1: None, no dropout).
+
+    Returns (top-layer outputs (T, B, H) after their dropout, final state, one cache per
+    layer: {"emb", "drop", "rnn"}).
+    """
+    p = model.params
+    ids = x.T  # (T, B): the layers are time-major
+    e, emb_cache = embedding_forward(ids, p["embedding"])  # (E1)
+    inp, drop_cache = dropout_forward(e, keep_prob, mask=masks[0])  # (D1)
+    caches: list[Cache] = [{"emb": emb_cache, "drop": drop_cache}]
+    new_state: State = []
+    for layer in range(model.num_layers):
+        Wx, Wh = p[f"l{layer}.Wx"], p[f"l{layer}.Wh"]
+        if model.cell == "lstm":
+            h0, c0 = state[layer]
+            b = p[f"l{layer}.b"]
+            hs, hT, cT, rnn_cache = lstm_forward(inp, h0, c0, Wx, Wh, b, model.forget_bias)
+            new_state.append((hT, cT))
+        else:
+            (h0,) = state[layer]
+            bx, bh = p[f"l{layer}.bx"], p[f"l{layer}.bh"]
+            hs, hT, rnn_cache = gru_forward(inp, h0, Wx, Wh, bx, bh, reset_after=model.reset_after)
+            new_state.append((hT,))
+        inp, drop_cache = dropout_forward(hs, keep_prob, mask=masks[layer + 1])  # (D1)
+        caches.append({"rnn": rnn_cache, "drop": drop_cache})
+    return inp, new_state, caches
+
+
+def loss(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    state: State,
+    keep_prob: float = 1.0,
+    rng: np.random.Generator | None = None,
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
+) -> tuple[float, State]:
+    """What ``model.loss(x, y, state, keep_prob, rng, masks=masks)`` returns: (loss, state).
+
+    x, y (B, T) ids (y is x shifted by one word); state as from ``model.init_state(B)``.
+    """
+    B, T = x.shape
+    if masks is None:
+        masks = draw_masks(model, T, B, keep_prob, rng)
+    top, new_state, _ = model_forward(model, x, state, keep_prob, masks)
+    p = model.params
+    targets = y.T.reshape(-1)  # time-major, like the rows of top
+    h = top.reshape(T * B, model.hidden_size)
+    return softmax_xent_loss(h, p["softmax_w"], p["softmax_b"], targets, B), new_state  # S1-S3
+
+
+def loss_and_grads(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    state: State,
+    keep_prob: float = 1.0,
+    rng: np.random.Generator | None = None,
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
+) -> tuple[float, dict[str, np.ndarray], State]:
+    """What ``model.loss_and_grads(x, y, state, keep_prob, rng, masks=masks)`` returns, from a
+    ``numlstm.LanguageModel``'s parameters: (loss, grads, final state).
+
+    x, y (B, T) ids; state as from ``model.init_state(B)``. With keep_prob < 1 the masks are
+    drawn from ``rng`` as the model draws them (``draw_masks``), or given in ``masks``.
+    ``grads`` has the keys of ``model.params``; the embedding's gradient is a dense (V, H)
+    array (the model's ``sparse_embedding=True`` holds the same numbers row-sparse). No
+    gradient flows into ``state``: truncated BPTT (layers.md section 4).
+    """
+    B, T = x.shape
+    H, L, p = model.hidden_size, model.num_layers, model.params
+    if masks is None:
+        masks = draw_masks(model, T, B, keep_prob, rng)
+    # E1, D1, then L1-L6 or G1-G5 per layer, each followed by D1
+    top, new_state, caches = model_forward(model, x, state, keep_prob, masks)
+    targets = y.T.reshape(-1)  # time-major, like the rows of top
+    loss, dh, dW, db = softmax_xent_forward_backward(
+        top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B
+    )  # S1-S3, dS3·dS2, dS1
+    grads = {"softmax_w": dW, "softmax_b": db}
+    d = dh.reshape(T, B, H)
+    zeros = np.zeros((B, H), model.dtype)  # dhT = dcT = 0: truncated BPTT
+    for layer in range(L - 1, -1, -1):
+        d = dropout_backward(d, caches[layer + 1]["drop"])  # (dD1)
+        if model.cell == "lstm":
+            d, _, _, dWx, dWh, db = lstm_backward(d, zeros, zeros, caches[layer + 1]["rnn"])
+            grads[f"l{layer}.b"] = db
+        else:
+            d, _, dWx, dWh, dbx, dbh = gru_backward(d, zeros, caches[layer + 1]["rnn"])
+            grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
+        grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
+    d = dropout_backward(d, caches[0]["drop"])  # (dD1)
+    grads["embedding"] = embedding_backward(d, caches[0]["emb"])  # (dE1)
+    return loss, {k: grads[k] for k in p}, new_state
+
+
+# --------------------------------------------------------------------------------------------
+# Clipping and optimisers (docs/optim.md)
+# --------------------------------------------------------------------------------------------
+
+
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    """(O1) the Euclidean norm of all gradients together, summed in float64."""
+    return math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+
+
+def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """(O1, O2) scale every gradient in place by τ / max(‖g‖, τ); returns the pre-clip norm."""
+    norm = global_norm(grads)  # (O1)
+    factor = max_norm / max(norm, max_norm)  # (O2)
+    for g in grads.values():
+        g *= g.dtype.type(factor)  # (O2)
+    return norm
+
+
+def sgd_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+    """(O3) θ ← θ - η g for every array, in place."""
+    for name, theta in params.items():
+        theta -= theta.dtype.type(lr) * grads[name]  # (O3)
+
+
+def adam_step(
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    m: dict[str, np.ndarray],
+    v: dict[str, np.ndarray],
+    t: int,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> None:
+    """(O5-O8) one Adam update, in place; ``t`` is this step's number (1 for the first);
+    m and v start as zeros of the parameters' shapes."""
+    for name, theta in params.items():
+        g = grads[name]
+        m[name] = beta1 * m[name] + (1 - beta1) * g  # (O5)
+        v[name] = beta2 * v[name] + (1 - beta2) * g * g  # (O6)
+        m_hat = m[name] / (1 - beta1**t)  # (O7)
+        v_hat = v[name] / (1 - beta2**t)  # (O7)
+        theta -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(theta.dtype)  # (O8)
