@@ -12,8 +12,8 @@ import argparse
 import dataclasses
 import sys
 
-from . import ptb
 from .config import CONFIGS, get_config
+from .io import ptb
 
 
 def _data(args: argparse.Namespace) -> ptb.PTBData:
@@ -84,8 +84,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     _add_data_args(p)
     args = p.parse_args(argv)
 
-    from .checkpoint import CheckpointError
-    from .saving import load_model
+    from .io.checkpoint import CheckpointError
+    from .io.saving import load_model
     from .train import evaluate
 
     try:

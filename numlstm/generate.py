@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from .blas import matmul_into
-from .checkpoint import CheckpointError
+from .fast.blas import matmul_into
+from .fast.workspace import Workspace
 from .gru import gru_forward_unchecked
+from .io.checkpoint import CheckpointError
+from .io.saving import load_model, save_model
+from .io.text import clean_text
 from .lstm import lstm_forward_unchecked
 from .model import LanguageModel, State
-from .saving import load_model, save_model
-from .text import clean_text
-from .workspace import Workspace
 
 __all__ = [
     "decode",

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .fastmath import exp_floor, sigmoid, tanh, zero_like
+from .fast.fastmath import exp_floor, sigmoid, tanh, zero_like
 
 # error_model="numpy": no ZeroDivisionError checks in float division, which would stop the
 # compiler from vectorising the loops (divisions here never have a zero denominator).

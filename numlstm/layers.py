@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks, kernels
-from .blas import matmul_into
-from .workspace import FRESH, Workspace
+from .fast.blas import matmul_into
+from .fast.workspace import FRESH, Workspace
 
 # --------------------------------------------------------------------------------------------
 # Embedding

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, kernels, timeloop
-from .blas import matmul_into
-from .workspace import FRESH, Workspace
+from . import _checks, kernels
+from .fast import timeloop
+from .fast.blas import matmul_into
+from .fast.workspace import FRESH, Workspace
 
 
 @dataclass

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, kernels
-from .blas import matmul_into
+from .fast.blas import matmul_into
+from .fast.sparse import IndexedRows
+from .fast.workspace import Workspace
 from .gru import gru_backward_unchecked, gru_forward_unchecked
 from .layers import (
     dropout_backward,
@@ -29,8 +31,6 @@ from .layers import (
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
-from .sparse import IndexedRows
-from .workspace import Workspace
 
 State = list[tuple[np.ndarray, ...]]
 CELLS = ("lstm", "gru")

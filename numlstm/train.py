@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ptb
-from .checkpoint import load_checkpoint
 from .config import Config
-from .fast_eval import evaluate_sequence
+from .fast.fast_eval import evaluate_sequence
+from .fast.parallel import DataParallel, default_threads
+from .io import ptb
+from .io.checkpoint import load_checkpoint
+from .io.saving import load_model, save_model
 from .model import LanguageModel, State
 from .optim import SGD, clip_factor, global_norm
-from .parallel import DataParallel, default_threads
-from .saving import load_model, save_model
 
 CHECKPOINT = "checkpoint.npz"
 

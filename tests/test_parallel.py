@@ -1,4 +1,4 @@
-"""Tests for the data-parallel step (numlstm.parallel) and its thread team (numlstm.team)."""
+"""Tests for the data-parallel step (numlstm.fast.parallel) and its thread team (fast.team)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from numlstm import SGD, LanguageModel, parallel, team
-from numlstm.parallel import DataParallel, default_threads, row_blocks
-from numlstm.sparse import IndexedRows
-from numlstm.team import ThreadTeam
+from numlstm import SGD, LanguageModel
+from numlstm.fast import parallel, team
+from numlstm.fast.parallel import DataParallel, default_threads, row_blocks
+from numlstm.fast.sparse import IndexedRows
+from numlstm.fast.team import ThreadTeam
 from numlstm.train import train_step
 
 CELLS = [("lstm", True), ("gru", True), ("gru", False)]

@@ -32,8 +32,8 @@ import threading
 
 import numpy as np
 
-from .layers import SharedSoftmaxGrad
-from .model import LanguageModel, State
+from ..layers import SharedSoftmaxGrad
+from ..model import LanguageModel, State
 from .sparse import IndexedRows
 from .team import ThreadTeam, blas_threads, blas_threads_controllable, usable_cores
 from .timeloop import MIN_ROWS
