@@ -5,7 +5,6 @@ Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,53 +135,51 @@ def softmax_xent_forward_backward(
     return softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size)
 
 
-@dataclass
-class SharedSoftmaxGrad:
-    """[dW; db] of a batch whose rows are split into blocks run by threads (``parallel.py``).
+class SoftmaxGrad:
+    """Where the fused softmax layer keeps its two (N, .) buffers and how it forms [dW; db].
 
-    Each block writes its rows of Ẽ and of diag(q) [h 1] into the shared buffers, waits at the
-    barrier for the other blocks, then computes its own columns of [dW; db] over every row.
-    The blocks' results need no summing afterwards, and no block holds an (H + 1, V) array of
-    its own.
+    This class is the plain, one-process way (dS1): the buffers come from the workspace and
+    [dW; db] = (diag(q) [h 1])^T Ẽ is one GEMM over the N rows at hand. A step that splits a
+    batch's rows among threads or processes passes a subclass that shares the work instead
+    (``numlstm/fast/parallel.py``: ``SharedSoftmaxGrad``); the layer's arithmetic is the same.
     """
 
-    z: np.ndarray  # (N_all, V) every block's logits, turned into Ẽ in place
-    hq: np.ndarray  # (N_all, H + 1) every block's diag(q) [h 1]
-    dWb: np.ndarray  # (H + 1, V) the batch's [dW; db]
-    rows: slice  # this block's rows of z and hq
-    cols: slice  # this block's columns of dWb
-    barrier: threading.Barrier
+    def buffers(
+        self, ws: Workspace, tag: str, N: int, H: int, V: int, dt: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """z (N, V), the logits turned into Ẽ in place, and hq (N, H + 1), diag(q) [h 1]."""
+        return ws.empty(tag + ".z", (N, V), dt), ws.empty(tag + ".hq", (N, H + 1), dt)
+
+    def weight_grad(self, hq: np.ndarray, z: np.ndarray, ws: Workspace, tag: str) -> np.ndarray:
+        """(dS1) [dW; db] = (diag(q) [h 1])^T Ẽ, one (H + 1, V) array."""
+        return np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (hq.shape[1], z.shape[1]), z.dtype))
+
+
+LOCAL = SoftmaxGrad()  # the default: this call's rows are the whole batch
 
 
 def softmax_xent_forward_backward_unchecked(
     h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax",
-    shared: SharedSoftmaxGrad | None = None,
+    grad: SoftmaxGrad = LOCAL,
 ):  # fmt: skip
     """``softmax_xent_forward_backward`` without validation.
 
     dW and db are returned as two views of one (H + 1, V) array: db is the last row of the
-    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns. With ``shared``, h
-    is one row block of a batch and dW, db are the whole batch's (see SharedSoftmaxGrad).
+    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns. ``grad`` says where
+    the buffers live and who forms [dW; db] (see ``SoftmaxGrad``).
     """
     N, H = h.shape
     V = W.shape[1]
     dt = h.dtype
-    # (S1) the one (N, V) buffer; the kernel adds b and turns it into Ẽ in place.
-    z = ws.empty(tag + ".z", (N, V), dt) if shared is None else shared.z[shared.rows]
-    matmul_into(h, W, z)
+    z, hq = grad.buffers(ws, tag, N, H, V, dt)
+    matmul_into(h, W, z)  # (S1) Z = h W; the kernel adds b and turns z into Ẽ in place
     losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
     q = ws.empty(tag + ".q", (N,), dt)
     kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)  # S2, S3, dS2f
     # (dS1) with dZ = diag(q) Ẽ (dS2f): [dW; db] = [h 1]^T dZ = (diag(q) [h 1])^T Ẽ.
-    hq = ws.empty(tag + ".hq", (N, H + 1), dt) if shared is None else shared.hq[shared.rows]
     np.multiply(h, q[:, None], out=hq[:, :H])
     hq[:, H] = q
-    if shared is None:
-        dWb = np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (H + 1, V), dt))
-    else:  # (dS1) over the rows of every block, for this block's columns
-        shared.barrier.wait()  # every block's Ẽ and hq are in place
-        dWb, c = shared.dWb, shared.cols
-        np.matmul(shared.hq.T, shared.z[:, c], out=dWb[:, c])
+    dWb = grad.weight_grad(hq, z, ws, tag)
     # (dS1) dh = dZ W^T = diag(q) (Ẽ W^T)
     dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", (N, H), dt))
     dh *= q[:, None]
