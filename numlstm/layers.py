@@ -1,6 +1,7 @@
 """Embedding, dropout and the fused linear + softmax + cross-entropy layer.
 
-Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``.
+Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``; each public function's
+docstring states the equations it computes.
 """
 
 from __future__ import annotations
@@ -30,19 +31,27 @@ class EmbeddingCache:
 def embedding_forward(ids: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
     """(E1) Look up rows of W: ids of any shape S, W (V, E) -> out of shape S + (E,).
 
+        (E1)  e_n = W[k_n, :]          k_n the id at position n
+
     Raises ``ValueError`` for an id outside [0, V) before any memory is read.
     """
     W = _checks.float_array("W", W, 2)
     ids = _checks.token_ids("ids", ids, W.shape[0])
-    return np.take(W, ids, axis=0), EmbeddingCache(ids, W.shape, W.dtype)
+    return np.take(W, ids, axis=0), EmbeddingCache(ids, W.shape, W.dtype)  # (E1)
 
 
 def embedding_backward(dout: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
-    """(dE1) Scatter-add: dW[k] = sum of dout over positions whose id is k. Returns dW (V, E)."""
+    """(dE1) Scatter-add: dW[k] = sum of dout over positions whose id is k. Returns dW (V, E).
+
+    With de_n = dout at position n (docs/layers.md):
+
+        (dE1)  dW[k, :] = sum over n with k_n = k of de_n
+    """
     V, E = cache.shape
     dout = _checks.float_array("dout", dout, cache.ids.ndim + 1, cache.dtype)
     _checks.expect_shape("dout", dout, cache.ids.shape + (E,), "ids.shape + (E,)")
     dW = np.zeros((V, E), cache.dtype)
+    # (dE1) dW[k_n] += de_n for every n; a repeated id adds up (np.add.at semantics)
     kernels.embedding_scatter_add(dW, cache.ids.reshape(-1), dout.reshape(-1, E))
     return dW
 
@@ -72,7 +81,9 @@ def dropout_forward(
     *,
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(D1) Inverted dropout y = x * m / p. Returns (y, cache) where cache is the scaled mask.
+    """(D1) Inverted dropout. Returns (y, cache) where cache is the scaled mask m / p.
+
+        (D1)  y = x ⊙ m / p          m ~ Bernoulli(p) elementwise, p = keep_prob
 
     keep_prob = 1 returns x itself and cache None. Pass ``mask`` (already scaled, same shape as
     x) to reuse a fixed mask, e.g. for a gradient check; otherwise it is drawn from ``rng``.
@@ -89,12 +100,17 @@ def dropout_forward(
         mask = dropout_mask(x.shape, keep_prob, rng, x.dtype)
     elif mask.shape != x.shape:
         raise ValueError(f"mask must have the shape of x {x.shape}, got {mask.shape}")
-    return x * mask, mask
+    return x * mask, mask  # (D1) y = x ⊙ (m / p)
 
 
 def dropout_backward(dy: np.ndarray, cache: np.ndarray | None) -> np.ndarray:
-    """(dD1) dx = dy * m / p, with the mask kept by ``dropout_forward``."""
-    return dy if cache is None else dy * cache
+    """(dD1) Backward of dropout, with the mask kept by ``dropout_forward``.
+
+    With m / p the scaled mask held in ``cache`` (docs/layers.md):
+
+        (dD1)  dx = dy ⊙ m / p
+    """
+    return dy if cache is None else dy * cache  # (dD1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +139,13 @@ def softmax_xent_forward_backward(
     h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Loss (S1-S3) and its gradients in one pass.
+
+        (S1)   Z = h W + b
+        (S2)   log p_{n,k} = z_{n,k} - m_n - log sum_j exp(z_{n,j} - m_n),   m_n = max_j z_{n,j}
+        (S3)   loss = sum_n -log p_{n,y_n} / batch_size
+        (dS2f) dZ = diag(q) Ẽ,   Ẽ_{n,k} = exp(z_{n,k} - m_n) - s_n [k = y_n],
+               s_n = sum_k exp(z_{n,k} - m_n),   q_n = 1 / (batch_size s_n)
+        (dS1)  [dW; db] = (diag(q) [h 1])^T Ẽ,   dh = diag(q) (Ẽ W^T)
 
     h (N, H) hidden states, W (H, V), b (V,), targets (N,) int ids, N = T * B.
     Loss = sum_n -log softmax(h W + b)[n, y_n] / batch_size, TensorFlow's
@@ -175,21 +198,30 @@ def softmax_xent_forward_backward_unchecked(
     matmul_into(h, W, z)  # (S1) Z = h W; the kernel adds b and turns z into Ẽ in place
     losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
     q = ws.empty(tag + ".q", (N,), dt)
-    kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)  # S2, S3, dS2f
+    kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)
+    # ... in the kernel, row by row: (S1) + b;  (S2) m_n, s_n;  (S3) losses_n = -log p_{n,y_n};
+    # (dS2f) z becomes Ẽ in place and q_n = 1 / (batch_size s_n)
     # (dS1) with dZ = diag(q) Ẽ (dS2f): [dW; db] = [h 1]^T dZ = (diag(q) [h 1])^T Ẽ.
     np.multiply(h, q[:, None], out=hq[:, :H])
     hq[:, H] = q
-    dWb = grad.weight_grad(hq, z, ws, tag)
+    dWb = grad.weight_grad(hq, z, ws, tag)  # (dS1) [dW; db] = hq^T Ẽ
     # (dS1) dh = dZ W^T = diag(q) (Ẽ W^T)
     dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", (N, H), dt))
     dh *= q[:, None]
-    return float(losses.sum()) / batch_size, dh, dWb[:H], dWb[H]
+    return float(losses.sum()) / batch_size, dh, dWb[:H], dWb[H]  # (S3) loss
 
 
 def softmax_xent_loss(
     h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
 ) -> float:
-    """The loss of ``softmax_xent_forward_backward`` alone (S1-S3), for evaluation."""
+    """The loss of ``softmax_xent_forward_backward`` alone (S1-S3), for evaluation.
+
+    For N rows h (N, H), weights W (H, V), b (V,) and targets y (N,) (docs/layers.md):
+
+        (S1)  Z = h W + b
+        (S2)  log p_{n,k} = z_{n,k} - m_n - log sum_j exp(z_{n,j} - m_n),   m_n = max_j z_{n,j}
+        (S3)  loss = sum_n -log p_{n,y_n} / batch_size
+    """
     h, W, b, targets = _check_softmax(h, W, b, targets, batch_size)
     return softmax_xent_loss_unchecked(h, W, b, targets, batch_size)
 

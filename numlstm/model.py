@@ -127,7 +127,7 @@ class LanguageModel:
         p["softmax_w"] = uniform(H, V)
         p["softmax_b"] = uniform(V)
         self.params = p
-        # Reused buffers (see workspace.py): one set for training steps, one for evaluation,
+        # Reused buffers (see fast/workspace.py): one set for training steps, one for evaluation,
         # so that alternating shapes (B=20 training, B=1 test) never reallocate.
         self._ws_train = Workspace()
         self._ws_eval = Workspace()
@@ -292,7 +292,7 @@ class LanguageModel:
         site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
         for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
-        rows of the batch's words, see ``sparse.py``) instead of a dense (V, H) array;
+        rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
         ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
 
         Returns (loss, grads with the keys of ``params``, final state). The gradient arrays are
@@ -414,7 +414,7 @@ class LanguageModel:
     def replica(self) -> LanguageModel:
         """A model sharing this one's parameters (the same ``params`` dict and arrays) with its
         own scratch buffers: another thread can run it on other rows of the batch at the same
-        time (``parallel.py``)."""
+        time (``fast/parallel.py``)."""
         r = copy.copy(self)
         r._ws_train = Workspace()
         r._ws_eval = Workspace()
