@@ -31,9 +31,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from numlstm.fast.workspace import Workspace
 from numlstm.gru import gru_backward_unchecked, gru_forward_unchecked
 from numlstm.lstm import lstm_backward_unchecked, lstm_forward_unchecked
-from numlstm.workspace import Workspace
 
 SHAPES = {"small": (20, 20, 200, 200), "medium": (35, 20, 650, 650)}  # T, B, D, H
 DTYPE = np.float32

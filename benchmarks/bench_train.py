@@ -74,11 +74,11 @@ import numpy as np  # noqa: E402
 
 import numlstm  # noqa: E402
 from numlstm.config import Config, get_config  # noqa: E402
-from numlstm.parallel import DataParallel, default_threads  # noqa: E402
+from numlstm.fast.parallel import DataParallel, default_threads  # noqa: E402
 from numlstm.train import train_step  # noqa: E402
 
 try:
-    from numlstm.fast_eval import evaluate_sequence
+    from numlstm.fast.fast_eval import evaluate_sequence
 except ImportError:  # an older checkout without fast_eval
     evaluate_sequence = None
 

@@ -33,12 +33,12 @@ import numpy as np
 
 from numlstm import kernels
 from numlstm.config import Config, get_config
+from numlstm.fast.sparse import IndexedRows
+from numlstm.fast.workspace import Workspace
 from numlstm.layers import dropout_backward, dropout_forward
 from numlstm.model import LanguageModel
 from numlstm.optim import SGD, clip_factor, global_norm
-from numlstm.sparse import IndexedRows
 from numlstm.train import train_step
-from numlstm.workspace import Workspace
 
 B = 20
 PHASES = [

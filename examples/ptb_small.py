@@ -14,8 +14,8 @@ import math
 import time
 
 import numlstm
-from numlstm import ptb
 from numlstm.config import SmallConfig
+from numlstm.io import ptb
 from numlstm.train import evaluate
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)

@@ -3,7 +3,7 @@
     python examples/shakespeare.py --out out/shakespeare
     python -m numlstm generate --checkpoint out/shakespeare/shakespeare.npz --prime "thou art"
 
-Words come from ``numlstm.text.clean_text`` (lower-case, punctuation dropped); the last
+Words come from ``numlstm.io.text.clean_text`` (lower-case, punctuation dropped); the last
 ``--valid-frac`` of the text is held out. Batches are contiguous as in PTB (``ptb_iterator``),
 so the state is carried from one batch to the next within an epoch.
 """
@@ -23,8 +23,8 @@ import numpy as np
 
 from numlstm import Adam, LanguageModel, clip_by_global_norm
 from numlstm.generate import decode, encode, generate, save_model
-from numlstm.ptb import ptb_iterator
-from numlstm.text import build_word_vocab, clean_text, words_to_ids
+from numlstm.io.ptb import ptb_iterator
+from numlstm.io.text import build_word_vocab, clean_text, words_to_ids
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 MD5 = "6fb458f1232090904fb40fe944165e91"

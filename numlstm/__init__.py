@@ -16,7 +16,10 @@ import os as _os
 # it must be set before Numba starts its threads, i.e. before the first kernel runs.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .fast_eval import evaluate_sequence
+from .fast.fast_eval import evaluate_sequence
+from .fast.parallel import DataParallel
+from .fast.sparse import IndexedRows
+from .fast.workspace import Workspace
 from .gradcheck import gradcheck, numeric_gradient, relative_error
 from .gru import GRUCache, gru_backward, gru_forward
 from .layers import (
@@ -31,9 +34,6 @@ from .layers import (
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .model import LanguageModel
 from .optim import SGD, Adam, clip_by_global_norm, clip_factor, global_norm
-from .parallel import DataParallel
-from .sparse import IndexedRows
-from .workspace import Workspace
 
 __version__ = "0.1.0"
 

@@ -19,13 +19,16 @@ Data: --data-dir DIR, else $NUMLSTM_DATA_DIR, else ~/.cache/numlstm/ptb (downloa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import ptb
 from .config import CONFIGS, get_config
+from .io import ptb
 
 DATA_HINT = ("pass --data-dir DIR (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt) "
              "or set NUMLSTM_DATA_DIR")  # fmt: skip
@@ -58,6 +61,30 @@ def _count(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+class Stopped(KeyboardInterrupt):
+    """A SIGTERM before training installed its own handler (which saves a checkpoint first)."""
+
+    signum = 15
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM during start-up (loading data, building the model) into a clean exit 143
+    instead of the default kill; train() installs its own, checkpointing, handler inside."""
+
+    def handler(signum, frame):
+        raise Stopped
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _error(command: str, e: BaseException) -> int:
@@ -134,7 +161,8 @@ def train_main(argv: list[str] | None = None) -> int:
                                default=None, metavar="V")  # fmt: skip
     args = p.parse_args(argv)
     try:
-        return _train(args)
+        with _stop_on_sigterm():
+            return _train(args)
     except KeyboardInterrupt as e:  # train.Interrupted names the signal; plain Ctrl-C is SIGINT
         return 128 + getattr(e, "signum", 2)
     except (ptb.DataError, *USER_ERRORS) as e:
@@ -181,7 +209,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .saving import load_model
+    from .io.saving import load_model
     from .train import evaluate
 
     model, vocab, meta = load_model(args.checkpoint)

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from .blas import matmul_into
-from .checkpoint import CheckpointError
+from .fast.blas import matmul_into
+from .fast.workspace import Workspace
 from .gru import gru_forward_unchecked
+from .io.checkpoint import CheckpointError
+from .io.saving import load_model, save_model
+from .io.text import clean_text
 from .lstm import lstm_forward_unchecked
 from .model import LanguageModel, State
-from .saving import load_model, save_model
-from .text import clean_text
-from .workspace import Workspace
 
 __all__ = [
     "decode",
@@ -291,7 +291,7 @@ def encode(
     """Split ``text`` on whitespace and map each word to its id.
 
     Words are looked up verbatim (no lower-casing); clean the text the way the training data
-    was cleaned first (e.g. :func:`numlstm.text.clean_text`).
+    was cleaned first (e.g. :func:`numlstm.io.text.clean_text`).
 
     Parameters
     ----------

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .fastmath import exp_floor, sigmoid, tanh, zero_like
+from .fast.fastmath import exp_floor, sigmoid, tanh, zero_like
 
 # error_model="numpy": no ZeroDivisionError checks in float division, which would stop the
 # compiler from vectorising the loops (divisions here never have a zero denominator).
@@ -281,7 +281,7 @@ def softmax_xent_rows(z, b, targets, scale, losses, q):
     losses (N,) float64 out: -log p[n, y_n] (unscaled)
     q (N,)     out: scale / s_n, the row factor; s_n = sum_k exp(z[n, k] + b[k] - m_n)
     Only this one (N, V) buffer exists; two passes per row: the max, then the exponentials.
-    Serial: the training step runs it on row blocks in threads (parallel.py), and a
+    Serial: the training step runs it on row blocks in threads (fast/parallel.py), and a
     parallel=True loop right after an OpenBLAS call gained little (docs/performance.md).
     """
     N, V = z.shape
@@ -334,7 +334,7 @@ def embedding_scatter_add(dW, ids, dout):
 
 @njit(**_JIT)
 def embedding_rows_grad(ids, dout, slot, rows, values):
-    """dE1 in row-sparse form (see sparse.py): values[u] = sum of dout[n] over ids[n] == rows[u].
+    """dE1 in row-sparse form (fast/sparse.py): values[u] = sum of dout[n] over ids[n] == rows[u].
 
     ids (N,) int validated to lie in [0, V); dout (N, E); rows (N,) and values (N, E) out, of
     which the first U (the return value) are filled. slot (V,) int scratch: -1 everywhere on

@@ -1,18 +1,18 @@
 """Embedding, dropout and the fused linear + softmax + cross-entropy layer.
 
-Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``.
+Equations E1, D1 and S1-S3 are derived in ``docs/layers.md``; each public function's
+docstring states the equations it computes.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _checks, kernels
-from .blas import matmul_into
-from .workspace import FRESH, Workspace
+from .fast.blas import matmul_into
+from .fast.workspace import FRESH, Workspace
 
 # --------------------------------------------------------------------------------------------
 # Embedding
@@ -31,19 +31,27 @@ class EmbeddingCache:
 def embedding_forward(ids: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, EmbeddingCache]:
     """(E1) Look up rows of W: ids of any shape S, W (V, E) -> out of shape S + (E,).
 
+        (E1)  e_n = W[k_n, :]          k_n the id at position n
+
     Raises ``ValueError`` for an id outside [0, V) before any memory is read.
     """
     W = _checks.float_array("W", W, 2)
     ids = _checks.token_ids("ids", ids, W.shape[0])
-    return np.take(W, ids, axis=0), EmbeddingCache(ids, W.shape, W.dtype)
+    return np.take(W, ids, axis=0), EmbeddingCache(ids, W.shape, W.dtype)  # (E1)
 
 
 def embedding_backward(dout: np.ndarray, cache: EmbeddingCache) -> np.ndarray:
-    """(dE1) Scatter-add: dW[k] = sum of dout over positions whose id is k. Returns dW (V, E)."""
+    """(dE1) Scatter-add: dW[k] = sum of dout over positions whose id is k. Returns dW (V, E).
+
+    With de_n = dout at position n (docs/layers.md):
+
+        (dE1)  dW[k, :] = sum over n with k_n = k of de_n
+    """
     V, E = cache.shape
     dout = _checks.float_array("dout", dout, cache.ids.ndim + 1, cache.dtype)
     _checks.expect_shape("dout", dout, cache.ids.shape + (E,), "ids.shape + (E,)")
     dW = np.zeros((V, E), cache.dtype)
+    # (dE1) dW[k_n] += de_n for every n; a repeated id adds up (np.add.at semantics)
     kernels.embedding_scatter_add(dW, cache.ids.reshape(-1), dout.reshape(-1, E))
     return dW
 
@@ -73,7 +81,9 @@ def dropout_forward(
     *,
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(D1) Inverted dropout y = x * m / p. Returns (y, cache) where cache is the scaled mask.
+    """(D1) Inverted dropout. Returns (y, cache) where cache is the scaled mask m / p.
+
+        (D1)  y = x ⊙ m / p          m ~ Bernoulli(p) elementwise, p = keep_prob
 
     keep_prob = 1 returns x itself and cache None. Pass ``mask`` (already scaled, same shape as
     x) to reuse a fixed mask, e.g. for a gradient check; otherwise it is drawn from ``rng``.
@@ -90,12 +100,17 @@ def dropout_forward(
         mask = dropout_mask(x.shape, keep_prob, rng, x.dtype)
     elif mask.shape != x.shape:
         raise ValueError(f"mask must have the shape of x {x.shape}, got {mask.shape}")
-    return x * mask, mask
+    return x * mask, mask  # (D1) y = x ⊙ (m / p)
 
 
 def dropout_backward(dy: np.ndarray, cache: np.ndarray | None) -> np.ndarray:
-    """(dD1) dx = dy * m / p, with the mask kept by ``dropout_forward``."""
-    return dy if cache is None else dy * cache
+    """(dD1) Backward of dropout, with the mask kept by ``dropout_forward``.
+
+    With m / p the scaled mask held in ``cache`` (docs/layers.md):
+
+        (dD1)  dx = dy ⊙ m / p
+    """
+    return dy if cache is None else dy * cache  # (dD1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +140,13 @@ def softmax_xent_forward_backward(
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Loss (S1-S3) and its gradients in one pass.
 
+        (S1)   Z = h W + b
+        (S2)   log p_{n,k} = z_{n,k} - m_n - log sum_j exp(z_{n,j} - m_n),   m_n = max_j z_{n,j}
+        (S3)   loss = sum_n -log p_{n,y_n} / batch_size
+        (dS2f) dZ = diag(q) Ẽ,   Ẽ_{n,k} = exp(z_{n,k} - m_n) - s_n [k = y_n],
+               s_n = sum_k exp(z_{n,k} - m_n),   q_n = 1 / (batch_size s_n)
+        (dS1)  [dW; db] = (diag(q) [h 1])^T Ẽ,   dh = diag(q) (Ẽ W^T)
+
     h (N, H) hidden states, W (H, V), b (V,), targets (N,) int ids, N = T * B.
     Loss = sum_n -log softmax(h W + b)[n, y_n] / batch_size, TensorFlow's
     ``sequence_loss_by_example`` summed over time and divided by the batch size.
@@ -136,63 +158,70 @@ def softmax_xent_forward_backward(
     return softmax_xent_forward_backward_unchecked(h, W, b, targets, batch_size)
 
 
-@dataclass
-class SharedSoftmaxGrad:
-    """[dW; db] of a batch whose rows are split into blocks run by threads (``parallel.py``).
+class SoftmaxGrad:
+    """Where the fused softmax layer keeps its two (N, .) buffers and how it forms [dW; db].
 
-    Each block writes its rows of Ẽ and of diag(q) [h 1] into the shared buffers, waits at the
-    barrier for the other blocks, then computes its own columns of [dW; db] over every row.
-    The blocks' results need no summing afterwards, and no block holds an (H + 1, V) array of
-    its own.
+    This class is the plain, one-process way (dS1): the buffers come from the workspace and
+    [dW; db] = (diag(q) [h 1])^T Ẽ is one GEMM over the N rows at hand. A step that splits a
+    batch's rows among threads or processes passes a subclass that shares the work instead
+    (``numlstm/fast/parallel.py``: ``SharedSoftmaxGrad``); the layer's arithmetic is the same.
     """
 
-    z: np.ndarray  # (N_all, V) every block's logits, turned into Ẽ in place
-    hq: np.ndarray  # (N_all, H + 1) every block's diag(q) [h 1]
-    dWb: np.ndarray  # (H + 1, V) the batch's [dW; db]
-    rows: slice  # this block's rows of z and hq
-    cols: slice  # this block's columns of dWb
-    barrier: threading.Barrier
+    def buffers(
+        self, ws: Workspace, tag: str, N: int, H: int, V: int, dt: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """z (N, V), the logits turned into Ẽ in place, and hq (N, H + 1), diag(q) [h 1]."""
+        return ws.empty(tag + ".z", (N, V), dt), ws.empty(tag + ".hq", (N, H + 1), dt)
+
+    def weight_grad(self, hq: np.ndarray, z: np.ndarray, ws: Workspace, tag: str) -> np.ndarray:
+        """(dS1) [dW; db] = (diag(q) [h 1])^T Ẽ, one (H + 1, V) array."""
+        return np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (hq.shape[1], z.shape[1]), z.dtype))
+
+
+LOCAL = SoftmaxGrad()  # the default: this call's rows are the whole batch
 
 
 def softmax_xent_forward_backward_unchecked(
     h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax",
-    shared: SharedSoftmaxGrad | None = None,
+    grad: SoftmaxGrad = LOCAL,
 ):  # fmt: skip
     """``softmax_xent_forward_backward`` without validation.
 
     dW and db are returned as two views of one (H + 1, V) array: db is the last row of the
-    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns. With ``shared``, h
-    is one row block of a batch and dW, db are the whole batch's (see SharedSoftmaxGrad).
+    GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns. ``grad`` says where
+    the buffers live and who forms [dW; db] (see ``SoftmaxGrad``).
     """
     N, H = h.shape
     V = W.shape[1]
     dt = h.dtype
-    # (S1) the one (N, V) buffer; the kernel adds b and turns it into Ẽ in place.
-    z = ws.empty(tag + ".z", (N, V), dt) if shared is None else shared.z[shared.rows]
-    matmul_into(h, W, z)
+    z, hq = grad.buffers(ws, tag, N, H, V, dt)
+    matmul_into(h, W, z)  # (S1) Z = h W; the kernel adds b and turns z into Ẽ in place
     losses = ws.empty(tag + ".losses", (N,), np.dtype(np.float64))
     q = ws.empty(tag + ".q", (N,), dt)
-    kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)  # S2, S3, dS2f
+    kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)
+    # ... in the kernel, row by row: (S1) + b;  (S2) m_n, s_n;  (S3) losses_n = -log p_{n,y_n};
+    # (dS2f) z becomes Ẽ in place and q_n = 1 / (batch_size s_n)
     # (dS1) with dZ = diag(q) Ẽ (dS2f): [dW; db] = [h 1]^T dZ = (diag(q) [h 1])^T Ẽ.
-    hq = ws.empty(tag + ".hq", (N, H + 1), dt) if shared is None else shared.hq[shared.rows]
     np.multiply(h, q[:, None], out=hq[:, :H])
     hq[:, H] = q
-    if shared is None:
-        dWb = np.matmul(hq.T, z, out=ws.empty(tag + ".dWb", (H + 1, V), dt))
-    else:  # (dS1) over the rows of every block, for this block's columns
-        shared.barrier.wait()  # every block's Ẽ and hq are in place
-        dWb, c = shared.dWb, shared.cols
-        np.matmul(shared.hq.T, shared.z[:, c], out=dWb[:, c])
+    dWb = grad.weight_grad(hq, z, ws, tag)  # (dS1) [dW; db] = hq^T Ẽ
     # (dS1) dh = dZ W^T = diag(q) (Ẽ W^T)
     dh = np.matmul(z, W.T, out=ws.empty(tag + ".dh", (N, H), dt))
     dh *= q[:, None]
-    return float(losses.sum()) / batch_size, dh, dWb[:H], dWb[H]
+    return float(losses.sum()) / batch_size, dh, dWb[:H], dWb[H]  # (S3) loss
 
 
 def softmax_xent_loss(
     h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, batch_size: int
 ) -> float:
-    """The loss of ``softmax_xent_forward_backward`` alone (S1-S3), for evaluation."""
+    """The loss of ``softmax_xent_forward_backward`` alone (S1-S3), for evaluation.
+
+    For N rows h (N, H), weights W (H, V), b (V,) and targets y (N,) (docs/layers.md):
+
+        (S1)  Z = h W + b
+        (S2)  log p_{n,k} = z_{n,k} - m_n - log sum_j exp(z_{n,j} - m_n),   m_n = max_j z_{n,j}
+        (S3)  loss = sum_n -log p_{n,y_n} / batch_size
+    """
     h, W, b, targets = _check_softmax(h, W, b, targets, batch_size)
     return softmax_xent_loss_unchecked(h, W, b, targets, batch_size)
 

@@ -5,8 +5,13 @@ below cite them. Layout is time-major: x (T, B, D), hs (T, B, H), states (B, H).
 in Wx (D, 4H), Wh (H, 4H) and b (4H,) are ordered i, f, g, o.
 
 Speed design: one GEMM for the input projection of all T steps (L1), one GEMM per step for
-the recurrence (L2) followed by one fused Numba kernel for every nonlinearity (L3-L6), and in
-the backward pass dWx, dWh and dx as single GEMMs over all steps.
+the recurrence (L2) followed by one fused Numba kernel for every nonlinearity (L3-L6,
+``kernels.py``), and in the backward pass dWx, dWh and dx as single GEMMs over all steps.
+
+Reading order: ``lstm_forward_unchecked`` and ``lstm_backward_unchecked`` are the layer; their
+Python loops over t are the plain path, commented with the equations. When BLAS runs on one
+thread the same steps run in one Numba call instead (``_forward_steps_numba`` and
+``_backward_steps_numba`` at the end of this file, ``fast/timeloop.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, kernels, timeloop
-from .blas import matmul_into
-from .workspace import FRESH, Workspace
+from . import _checks, kernels
+from .fast import timeloop
+from .fast.blas import matmul_into
+from .fast.workspace import FRESH, Workspace
 
 
 @dataclass
@@ -35,6 +41,31 @@ class LSTMCache:
     h: np.ndarray
     c: np.ndarray
     tc: np.ndarray
+
+
+def _forward_buffers(ws: Workspace, tag: str, T: int, B: int, H: int, dt: np.dtype) -> tuple:
+    """Every array of the forward pass, taken from ``ws`` under ``tag``."""
+    return (
+        ws.empty(tag + ".ax", (T, B, 4 * H), dt),  # A^x (L1), all T steps
+        ws.empty(tag + ".gates", (T, B, 4 * H), dt),  # i, f, g, o per step (L3, L4)
+        ws.empty(tag + ".h", (T + 1, B, H), dt),  # h_0 .. h_T (L6)
+        ws.empty(tag + ".c", (T + 1, B, H), dt),  # c_0 .. c_T (L5)
+        ws.empty(tag + ".tc", (T, B, H), dt),  # tanh(c_1) .. tanh(c_T) (L6)
+        ws.empty(tag + ".ah", (B, 4 * H), dt),  # h_{t-1} Wh of one step (L2)
+    )
+
+
+def _backward_buffers(ws: Workspace, tag: str, T: int, B: int, D: int, H: int, dt) -> tuple:
+    """Every array of the backward pass, taken from ``ws`` under ``tag``."""
+    return (
+        ws.empty(tag + ".da", (T, B, 4 * H), dt),  # da_1 .. da_T, stacked they are dA
+        ws.empty(tag + ".dh", (B, H), dt),  # gradient on h_t arriving from step t+1 (dL2)
+        ws.empty(tag + ".dc", (B, H), dt),  # gradient on c_t arriving from step t+1 (dL5)
+        ws.empty(tag + ".dWx", (D, 4 * H), dt),
+        ws.empty(tag + ".dWh", (H, 4 * H), dt),
+        ws.empty(tag + ".db", (4 * H,), dt),
+        ws.empty(tag + ".dx", (T, B, D), dt),
+    )
 
 
 def _check_lstm(x, h0, c0, Wx, Wh, b):
@@ -68,7 +99,16 @@ def lstm_forward(
     b: np.ndarray,
     forget_bias: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache]:
-    """Run an LSTM over a whole sequence (L1-L6).
+    """Run an LSTM over a whole sequence (L1-L6 of docs/lstm.md).
+
+    For t = 1..T, with the gate blocks of a_t ordered i, f, g, o and σ the logistic sigmoid:
+
+        (L1)  A^x = X Wx + b                  all T steps in one GEMM, X = x as (T*B, D)
+        (L2)  a_t = A^x_t + h_{t-1} Wh
+        (L3)  i_t = σ(a^i_t),  f_t = σ(a^f_t + forget_bias),  o_t = σ(a^o_t)
+        (L4)  g_t = tanh(a^g_t)
+        (L5)  c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+        (L6)  h_t = o_t ⊙ tanh(c_t)
 
     Parameters
     ----------
@@ -94,33 +134,31 @@ def lstm_forward_unchecked(
 ):
     """``lstm_forward`` without validation, for callers that already checked the arguments.
 
-    ``ws``/``tag``: where to take the buffers from (see ``workspace.py``).
+    ``ws``/``tag``: where to take the buffers from (see ``fast/workspace.py``).
     """
     T, B, D = x.shape
     H = h0.shape[1]
-    dt = x.dtype
-    # (L1) input projection of all T steps in one GEMM: (T*B, D) @ (D, 4H); the gate kernel
-    # adds the bias b (L2), which saves a pass over ax.
-    ax = ws.empty(tag + ".ax", (T, B, 4 * H), dt)
+    ax, gates, h, c, tc, ah = _forward_buffers(ws, tag, T, B, H, x.dtype)
+    forget_bias = x.dtype.type(forget_bias)  # a Python float would turn float32 math into float64
+    # (L1) A^x = X Wx for all T steps in one GEMM; the gate kernel adds b (with L2), which
+    # saves a pass over A^x.
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 4 * H))
-    gates = ws.empty(tag + ".gates", (T, B, 4 * H), dt)
-    h = ws.empty(tag + ".h", (T + 1, B, H), dt)
-    c = ws.empty(tag + ".c", (T + 1, B, H), dt)
-    tc = ws.empty(tag + ".tc", (T, B, H), dt)
-    ah = ws.empty(tag + ".ah", (B, 4 * H), dt)
-    forget_bias = dt.type(forget_bias)  # a Python float would turn float32 math into float64
     h[0] = h0
     c[0] = c0
-    if timeloop.use_time_loop(B):  # the T steps in one Numba call (timeloop.py)
-        WhT = ws.empty(tag + ".WhT", (4 * H, H), dt)
-        np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
-        timeloop.lstm_forward_loop(ax, b, WhT, forget_bias, h, c, gates, tc, ah)  # L2-L6
+    if timeloop.use_time_loop(B):
+        _forward_steps_numba(ax, Wh, b, forget_bias, h, c, gates, tc, ah, ws, tag)  # L2-L6
     else:
-        for t in range(T):
-            matmul_into(h[t], Wh, ah)  # (L2) recurrent GEMM h_{t-1} Wh
+        for t in range(T):  # step t+1: h[t], c[t] hold h_{t-1}, c_{t-1} of the equations
+            matmul_into(h[t], Wh, ah)  # (L2) the product h_{t-1} Wh
             kernels.lstm_cell_forward(
                 ax[t], ah, b, c[t], forget_bias, gates[t], c[t + 1], tc[t], h[t + 1]
-            )  # L2 (+ b), L3-L6
+            )
+            # ... and in the kernel, element by element:
+            #   (L2) a = A^x_t + h_{t-1} Wh + b
+            #   (L3) i = σ(a^i), f = σ(a^f + forget_bias), o = σ(a^o)
+            #   (L4) g = tanh(a^g)
+            #   (L5) c_t = f ⊙ c_{t-1} + i ⊙ g
+            #   (L6) h_t = o ⊙ tanh(c_t)
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
     return hs, h[T].copy(), c[T].copy(), LSTMCache(x, Wx, Wh, gates, h, c, tc)
@@ -129,7 +167,20 @@ def lstm_forward_unchecked(
 def lstm_backward(
     dhs: np.ndarray, dhT: np.ndarray, dcT: np.ndarray, cache: LSTMCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Full backpropagation through time over all T steps (dL6-dL1).
+    """Full backpropagation through time over all T steps (dL6-dL1 of docs/lstm.md).
+
+    For t = T..1, with dh = dhs_t + the gradient on h_t from step t+1 (``dhT`` at t = T) and
+    dc the gradient on c_t from step t+1 (``dcT`` at t = T):
+
+        (dL6)  do_t = dh ⊙ tanh(c_t);   dc += dh ⊙ o_t ⊙ (1 - tanh²(c_t))
+        (dL5)  di_t = dc ⊙ g_t,  df_t = dc ⊙ c_{t-1},  dg_t = dc ⊙ i_t;   dc_{t-1} = dc ⊙ f_t
+        (dL4)  da^g_t = dg_t ⊙ (1 - g_t²)
+        (dL3)  da^i_t = di_t ⊙ i_t(1 - i_t),  da^f_t = df_t ⊙ f_t(1 - f_t),
+               da^o_t = do_t ⊙ o_t(1 - o_t)
+        (dL2)  dh_{t-1} = da_t Wh^T
+    then, over all steps at once, with dA stacking da_1..da_T and H_prev stacking h_0..h_{T-1}:
+        (dL2)  dWh = H_prev^T dA
+        (dL1)  dWx = X^T dA,   db = sum of the rows of dA,   dX = dA Wx^T
 
     Parameters
     ----------
@@ -168,32 +219,30 @@ def lstm_backward_unchecked(
     x, Wx, Wh = cache.x, cache.Wx, cache.Wh
     T, B, D = x.shape
     H = Wh.shape[0]
-    dt = x.dtype
-    da = ws.empty(tag + ".da", (T, B, 4 * H), dt)
-    dh = ws.empty(tag + ".dh", (B, H), dt)  # gradient on h_t arriving from step t+1
-    dc = ws.empty(tag + ".dc", (B, H), dt)  # gradient on c_t arriving from step t+1
+    da, dh, dc, dWx, dWh, db, dx = _backward_buffers(ws, tag, T, B, D, H, x.dtype)
     dh[...] = dhT
     dc[...] = dcT
-    if timeloop.use_time_loop(B):  # the T steps in one Numba call (timeloop.py)
-        timeloop.lstm_backward_loop(
-            dhs, dh, dc, cache.gates, cache.c, cache.tc, Wh, da, need_dh0
-        )  # dL6-dL2
+    if timeloop.use_time_loop(B):
+        _backward_steps_numba(dhs, dh, dc, cache, da, need_dh0)  # dL6-dL2
     else:
         WhT = Wh.T  # a transposed view: BLAS reads it without a copy
-        for t in range(T - 1, -1, -1):
-            # dL6-dL3: da[t] from dh = dhs[t] + dh_next; dc becomes dc_{t-1} in place.
+        for t in range(T - 1, -1, -1):  # step t+1: c[t] holds c_{t-1} of the equations
             kernels.lstm_cell_backward(
                 dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t]
             )
+            # ... in the kernel, element by element, with dh = dhs_t + dh:
+            #   (dL6) do = dh ⊙ tanh(c_t);  dc += dh ⊙ o ⊙ (1 - tanh²(c_t))
+            #   (dL5) di = dc ⊙ g, df = dc ⊙ c_{t-1}, dg = dc ⊙ i;  dc_{t-1} = dc ⊙ f (in dc)
+            #   (dL4) da^g = dg ⊙ (1 - g²)
+            #   (dL3) da^i = di ⊙ i(1 - i), da^f = df ⊙ f(1 - f), da^o = do ⊙ o(1 - o)
             if t > 0 or need_dh0:
                 matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
-    dA = da.reshape(T * B, 4 * H)
-    dWh = np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=ws.empty(tag + ".dWh", Wh.shape, dt))
-    dWx = np.matmul(x.reshape(T * B, D).T, dA, out=ws.empty(tag + ".dWx", Wx.shape, dt))
-    db = np.sum(dA, axis=0, out=ws.empty(tag + ".db", (4 * H,), dt))  # (dL1)
-    dx = ws.empty(tag + ".dx", (T, B, D), dt)
-    np.matmul(dA, Wx.T, out=dx.reshape(T * B, D))  # (dL1) dX = dA Wx^T
     # (dL2) dWh = sum_t h_{t-1}^T da_t and (dL1) dWx = sum_t x_t^T da_t: one GEMM each.
+    dA = da.reshape(T * B, 4 * H)
+    np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=dWh)  # (dL2) dWh = H_prev^T dA
+    np.matmul(x.reshape(T * B, D).T, dA, out=dWx)  # (dL1) dWx = X^T dA
+    np.sum(dA, axis=0, out=db)  # (dL1) db
+    np.matmul(dA, Wx.T, out=dx.reshape(T * B, D))  # (dL1) dX = dA Wx^T
     return dx, (dh if need_dh0 else None), dc, dWx, dWh, db
 
 
@@ -224,3 +273,21 @@ def lstm_step_backward(
     zeros = np.zeros_like(dh)
     dx, dh0, dc0, dWx, dWh, db = lstm_backward(dh[None], zeros, dc, cache)
     return dx[0], dh0, dc0, dWx, dWh, db
+
+
+# --------------------------------------------------------------------------------------------
+# Speed path: the same T steps in one Numba call (fast/timeloop.py). Used when BLAS runs on one
+# thread (``timeloop.use_time_loop``); the results equal the Python loops' up to rounding.
+# --------------------------------------------------------------------------------------------
+
+
+def _forward_steps_numba(ax, Wh, b, forget_bias, h, c, gates, tc, ah, ws, tag) -> None:
+    """L2-L6 for t = 1..T: the loop of ``lstm_forward_unchecked`` in one Numba call."""
+    WhT = ws.empty(tag + ".WhT", (Wh.shape[1], Wh.shape[0]), Wh.dtype)
+    np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
+    timeloop.lstm_forward_loop(ax, b, WhT, forget_bias, h, c, gates, tc, ah)
+
+
+def _backward_steps_numba(dhs, dh, dc, cache: LSTMCache, da, need_dh0: bool) -> None:
+    """dL6-dL2 for t = T..1: the loop of ``lstm_backward_unchecked`` in one Numba call."""
+    timeloop.lstm_backward_loop(dhs, dh, dc, cache.gates, cache.c, cache.tc, cache.Wh, da, need_dh0)

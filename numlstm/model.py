@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, kernels
-from .blas import matmul_into
+from .fast.blas import matmul_into
+from .fast.sparse import IndexedRows
+from .fast.workspace import Workspace
 from .gru import gru_backward_unchecked, gru_forward_unchecked
 from .layers import (
+    LOCAL,
+    SoftmaxGrad,
     dropout_backward,
     dropout_forward,
     dropout_mask,
@@ -29,8 +33,6 @@ from .layers import (
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
-from .sparse import IndexedRows
-from .workspace import Workspace
 
 State = list[tuple[np.ndarray, ...]]
 CELLS = ("lstm", "gru")
@@ -43,6 +45,23 @@ class _Pass:
     ids: np.ndarray  # (T, B) time-major token ids
     masks: list = field(default_factory=list)  # dropout masks: embedding, then each layer
     caches: list = field(default_factory=list)  # one LSTMCache / GRUCache per layer
+
+
+@dataclass
+class RowsResult:
+    """What ``LanguageModel.rows_loss_and_grads`` returns for some rows of a batch.
+
+    The arrays of ``grads`` and ``d_embedded`` are buffers of the model that ran the rows,
+    overwritten by its next training call. The embedding's gradient is left to
+    ``embedding_grad(ids, d_embedded)``, so that a caller holding several blocks of rows can
+    build it from all their rows at once.
+    """
+
+    loss: float  # sum of these rows' -log p, divided by the whole batch's size
+    grads: dict[str, np.ndarray]  # every parameter's gradient except "embedding"
+    d_embedded: np.ndarray  # (T*b, H) gradient on the embedded inputs (after dD1), time-major
+    ids: np.ndarray  # (T*b,) the token ids of those rows of d_embedded
+    state: State  # the final state of these rows
 
 
 class LanguageModel:
@@ -108,7 +127,7 @@ class LanguageModel:
         p["softmax_w"] = uniform(H, V)
         p["softmax_b"] = uniform(V)
         self.params = p
-        # Reused buffers (see workspace.py): one set for training steps, one for evaluation,
+        # Reused buffers (see fast/workspace.py): one set for training steps, one for evaluation,
         # so that alternating shapes (B=20 training, B=1 test) never reallocate.
         self._ws_train = Workspace()
         self._ws_eval = Workspace()
@@ -202,6 +221,23 @@ class LanguageModel:
             raise ValueError(f"masks must hold {self.num_layers + 1} entries (the embedding, then "
                              f"each layer's output), got {len(masks)}")  # fmt: skip
 
+    def check_batch(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        keep_prob: float = 1.0,
+        rng: np.random.Generator | None = None,
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validate the arguments of ``loss_and_grads``; returns x, y as contiguous arrays.
+
+        Raises ``ValueError``/``TypeError`` as ``loss_and_grads`` would, before any work: for a
+        caller that splits the batch itself (``fast/parallel.py``) and must check it whole.
+        """
+        self._check_dropout(keep_prob, rng, masks)
+        return self._check_inputs(x, y, state)
+
     def _prepare(self, x, y, state, keep_prob, rng, masks, ws):
         """Checks, then the forward pass up to the top layer, for ``loss``/``loss_and_grads``.
 
@@ -256,39 +292,70 @@ class LanguageModel:
         site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
         for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
-        rows of the batch's words, see ``sparse.py``) instead of a dense (V, H) array;
+        rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
         ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
 
         Returns (loss, grads with the keys of ``params``, final state). The gradient arrays are
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
         keeps a step free of large allocations); copy them to keep them.
         """
-        self._check_dropout(keep_prob, rng, masks)
-        x, y = self._check_inputs(x, y, state)
-        ws = self._ws_train
-        loss, grads, d, ids, new_state = self._forward_backward(
-            x, y, state, keep_prob, rng, masks, x.shape[0], ws
-        )
-        grads["embedding"] = self._embedding_grad(ids, d, sparse_embedding, ws)
-        return loss, {k: grads[k] for k in self.params}, new_state
+        x, y = self.check_batch(x, y, state, keep_prob, rng, masks)
+        r = self._forward_backward(x, y, state, keep_prob, rng, masks, x.shape[0], LOCAL)
+        r.grads["embedding"] = self._embedding_grad(r.ids, r.d_embedded, sparse_embedding)
+        return r.loss, {k: r.grads[k] for k in self.params}, r.state
 
-    def _forward_backward(self, x, y, state, keep_prob, rng, masks, divide_by, ws, shared=None):
-        """Forward and backward of checked inputs, all but the embedding's gradient.
+    def rows_loss_and_grads(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        batch_size: int,
+        keep_prob: float = 1.0,
+        rng: np.random.Generator | None = None,
+        *,
+        masks: Sequence[np.ndarray | None] | None = None,
+        softmax_grad: SoftmaxGrad = LOCAL,
+    ) -> RowsResult:
+        """Forward and backward pass of b rows of a batch of ``batch_size`` rows.
 
-        The loss (and so every gradient) is divided by ``divide_by``: the batch size, or for a
-        block of a batch's rows (``parallel.py``) the size of the whole batch, so that the
-        blocks' gradients add up to the batch's. Returns (loss, grads without "embedding",
-        gradient on the embedded inputs (T*B, H), their ids (T*B,), final state). ``shared``
-        (a ``layers.SharedSoftmaxGrad``) makes softmax_w and softmax_b the whole batch's.
+        The hook of a data-parallel step (threads: ``fast/parallel.py``; processes likewise):
+        the rows of a (batch_size, T) batch are independent sequences until the loss sums
+        them, so each part runs here on its rows x, y (b, T) and their state, with the loss
+        divided by the whole batch's ``batch_size`` rather than by b:
+
+            loss(batch) = sum over parts of RowsResult.loss, and likewise every gradient
+
+        (docs/layers.md §4.1). ``keep_prob``/``rng``/``masks`` are as in ``loss_and_grads``;
+        a part should pass its rows' slices of the masks drawn for the whole batch
+        (``draw_masks``) so that the result does not depend on the split. ``softmax_grad``
+        decides who forms the softmax's [dW; db] (``layers.SoftmaxGrad``): by default these
+        rows alone; a shared strategy can make it the whole batch's at once.
+
+        Returns a ``RowsResult``; the embedding's gradient follows from
+        ``embedding_grad(result.ids, result.d_embedded)``, for one part or all parts' rows.
+        With b = batch_size and the default ``softmax_grad`` it is ``loss_and_grads``.
+        """
+        x, y = self.check_batch(x, y, state, keep_prob, rng, masks)
+        if int(batch_size) != batch_size or batch_size < x.shape[0]:
+            raise ValueError(f"batch_size must be an integer >= the {x.shape[0]} rows of x, "
+                             f"got {batch_size}")  # fmt: skip
+        return self._forward_backward(x, y, state, keep_prob, rng, masks, batch_size, softmax_grad)
+
+    def _forward_backward(self, x, y, state, keep_prob, rng, masks, batch_size, softmax_grad):
+        """Forward and backward of checked inputs, all but the embedding's gradient (dE1).
+
+        The loss (and so every gradient) is divided by ``batch_size`` (S3), which is x's rows
+        or, for some rows of a batch, the whole batch's (``rows_loss_and_grads``).
         """
         H, p = self.hidden_size, self.params
+        ws = self._ws_train
         B, T = x.shape
         top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         # S1-S3 and their backward
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, divide_by, ws,
-            shared=shared)  # fmt: skip
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, batch_size, ws,
+            grad=softmax_grad)  # fmt: skip
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
         d = dh.reshape(T, B, H)
         zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch
@@ -304,11 +371,25 @@ class LanguageModel:
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
         d = dropout_backward(d, fw.masks[0]).reshape(T * B, H)  # dD1
-        return loss, grads, d, fw.ids.reshape(-1), new_state
+        return RowsResult(loss, grads, d, fw.ids.reshape(-1), new_state)
 
-    def _embedding_grad(self, ids, d, sparse, ws):
+    def embedding_grad(
+        self, ids: np.ndarray, d_embedded: np.ndarray, *, sparse: bool = False
+    ) -> np.ndarray | IndexedRows:
+        """(dE1) The embedding's gradient from token ids (N,) and the gradient (N, H) on their
+        embedded rows, e.g. ``RowsResult.ids`` and ``.d_embedded`` (of one or several parts,
+        concatenated). ``IndexedRows`` if ``sparse``, else a dense (V, H) array; either is a
+        buffer of the model, overwritten by its next training call.
+        """
+        ids = _checks.token_ids("ids", ids, self.vocab_size, ndim=1)
+        d_embedded = _checks.float_array("d_embedded", d_embedded, 2, self.dtype)
+        _checks.expect_shape("d_embedded", d_embedded, (ids.shape[0], self.hidden_size), "(N, H)")
+        return self._embedding_grad(ids, d_embedded, sparse)
+
+    def _embedding_grad(self, ids, d, sparse):
         """(dE1) the embedding's gradient from ids (N,) and the gradient d (N, H) on their rows:
         ``IndexedRows`` (only the rows of the words present) if ``sparse``, else dense (V, H)."""
+        ws = self._ws_train
         H = self.hidden_size
         N = ids.shape[0]
         if sparse:
@@ -333,7 +414,7 @@ class LanguageModel:
     def replica(self) -> LanguageModel:
         """A model sharing this one's parameters (the same ``params`` dict and arrays) with its
         own scratch buffers: another thread can run it on other rows of the batch at the same
-        time (``parallel.py``)."""
+        time (``fast/parallel.py``)."""
         r = copy.copy(self)
         r._ws_train = Workspace()
         r._ws_eval = Workspace()

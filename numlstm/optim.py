@@ -14,7 +14,7 @@ from collections.abc import Mapping, MutableMapping
 import numpy as np
 
 from . import kernels
-from .sparse import IndexedRows
+from .fast.sparse import IndexedRows
 
 Gradient = np.ndarray | IndexedRows
 

@@ -15,7 +15,7 @@ training (5 minutes by default) and on Ctrl-C or SIGTERM; ``resume=True`` contin
 the same schedule, the same data position, the same carried state and the same dropout random
 stream, so a run stopped and resumed any number of times gives the same per-epoch numbers as an
 uninterrupted one. The run folder's rules (one writer, nothing overwritten, segments recorded)
-are in run_folder.py.
+are in io/run_folder.py.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ptb, run_folder
-from .checkpoint import load_checkpoint
 from .config import Config
-from .fast_eval import evaluate_sequence
+from .fast.fast_eval import evaluate_sequence
+from .fast.parallel import DataParallel, default_threads
+from .io import ptb, run_folder
+from .io.checkpoint import load_checkpoint
+from .io.run_folder import CHECKPOINT, RunFolderError
+from .io.saving import load_model, save_model
 from .model import LanguageModel, State
 from .optim import SGD, clip_factor, global_norm
-from .parallel import DataParallel, default_threads
-from .run_folder import CHECKPOINT, RunFolderError
-from .saving import load_model, save_model
 
 DEFAULT_CHECKPOINT_EVERY = 300.0  # seconds: a run stopped at any moment loses at most 5 minutes
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import numlstm
-from numlstm import kernels, timeloop
+from numlstm import kernels
+from numlstm.fast import timeloop
 
 GRADCHECK_TOL = 1e-6
 # Finite-difference step (numlstm.gradcheck's default since these measurements). eps = 1e-4

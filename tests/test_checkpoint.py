@@ -1,4 +1,4 @@
-"""Tests for numlstm.checkpoint."""
+"""Tests for numlstm.io.checkpoint."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from numlstm import checkpoint as ckpt
-from numlstm.checkpoint import (
+from numlstm.io import checkpoint as ckpt
+from numlstm.io.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,

@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from numlstm import LanguageModel, ptb, train
-from numlstm.fast_eval import evaluate_sequence
+from numlstm import LanguageModel, train
+from numlstm.fast.fast_eval import evaluate_sequence
+from numlstm.io import ptb
 
 V, H = 61, 7  # H not a multiple of 4 and V odd: the remainder loops of the kernels run too
 

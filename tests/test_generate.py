@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from numlstm import LanguageModel
-from numlstm.checkpoint import CheckpointError, save_checkpoint
 from numlstm.generate import (
     _nucleus,
     decode,
@@ -17,6 +16,7 @@ from numlstm.generate import (
     sample_next,
     save_model,
 )
+from numlstm.io.checkpoint import CheckpointError, save_checkpoint
 
 WORDS = ["<unk>", "<eos>", "the", "company", "said", "it", "will", "buy", "a", "stake", "in", "n"]
 W2I = {w: i for i, w in enumerate(WORDS)}

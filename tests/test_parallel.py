@@ -1,4 +1,4 @@
-"""Tests for the data-parallel step (numlstm.parallel) and its thread team (numlstm.team)."""
+"""Tests for the data-parallel step (numlstm.fast.parallel) and its thread team (fast.team)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from numlstm import SGD, LanguageModel, parallel, team
-from numlstm.parallel import DataParallel, default_threads, row_blocks
-from numlstm.sparse import IndexedRows
-from numlstm.team import ThreadTeam
+from numlstm import SGD, LanguageModel
+from numlstm.fast import parallel, team
+from numlstm.fast.parallel import DataParallel, default_threads, row_blocks
+from numlstm.fast.sparse import IndexedRows
+from numlstm.fast.team import ThreadTeam
 from numlstm.train import train_step
 
 CELLS = [("lstm", True), ("gru", True), ("gru", False)]
@@ -63,6 +64,47 @@ def test_default_threads_is_bounded():
 
 
 # ------------------------------------------------------------------------ same numbers
+
+
+@pytest.mark.parametrize("keep_prob", [1.0, 0.7])
+@pytest.mark.parametrize("cell,reset_after", CELLS, ids=CELL_IDS)
+def test_rows_hook_parts_add_up_to_the_batch(seed, cell, reset_after, keep_prob):
+    """The public hook, one part after the other in one thread (as one process per part
+    would run it): the parts' losses and gradients, each divided by the whole batch's B, add
+    up to the one-call step's, and the embedding's gradient from all parts' rows equals it."""
+    model = random_model(cell, reset_after, seed)
+    B = 7
+    x, y, state = random_batch(model, seed, B)
+    loss1, g1, s1 = model.loss_and_grads(x, y, state, keep_prob, np.random.default_rng(7))
+    g1 = {k: np.array(g) for k, g in g1.items()}
+    masks = model.draw_masks(T, B, keep_prob, np.random.default_rng(7))
+    loss, grads, ids, d, states = 0.0, {}, [], [], []
+    for lo, hi in [(0, 3), (3, 6), (6, 7)]:  # two parts of the same size share buffers
+        part_masks = None if masks is None else [m[:, lo:hi] for m in masks]
+        part_state = [tuple(a[lo:hi] for a in s) for s in state]
+        r = model.rows_loss_and_grads(x[lo:hi], y[lo:hi], part_state, B, keep_prob,
+                                      masks=part_masks)  # fmt: skip
+        loss += r.loss
+        for k, g in r.grads.items():
+            grads[k] = grads.get(k, 0) + g  # a new array: the model overwrites r.grads next call
+        ids.append(r.ids)
+        d.append(r.d_embedded.copy())  # also a buffer of the model
+        states.append(r.state)
+    grads["embedding"] = model.embedding_grad(np.concatenate(ids), np.concatenate(d))
+    assert loss == pytest.approx(loss1, rel=1e-12)
+    for k in model.params:
+        np.testing.assert_allclose(grads[k], g1[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    for layer in range(len(s1)):
+        for a, b in zip(s1[layer], [np.concatenate([st[layer][i] for st in states])
+                                    for i in range(len(s1[layer]))], strict=True):  # fmt: skip
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_rows_hook_checks_the_batch_size():
+    model = random_model("lstm", True, 0)
+    x, y, state = random_batch(model, 0, 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.rows_loss_and_grads(x, y, state, 3)
 
 
 @pytest.mark.parametrize("threads,B", [(2, 11), (3, 12), (2, 3)])
@@ -258,8 +300,8 @@ def test_a_failing_block_does_not_leave_the_others_waiting():
         def boom(*args, **kwargs):
             raise ArithmeticError("block 1 failed")
 
-        dp.replicas[1]._forward_backward = boom
+        dp.replicas[1].rows_loss_and_grads = boom
         with pytest.raises(ArithmeticError, match="block 1 failed"):
             dp.loss_and_grads(x, y, state)
-        del dp.replicas[1]._forward_backward
+        del dp.replicas[1].rows_loss_and_grads
         assert dp.loss_and_grads(x, y, state)[0] == pytest.approx(want, rel=1e-14)

@@ -1,4 +1,4 @@
-"""Tests for numlstm.ptb: reading, vocabulary, batching, download and cache."""
+"""Tests for numlstm.io.ptb: reading, vocabulary, batching, download and cache."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numlstm import ptb
-from numlstm.ptb import DataError
+from numlstm.io import ptb
+from numlstm.io.ptb import DataError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORD_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")

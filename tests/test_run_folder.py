@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numlstm import ptb, run_folder, train
+from numlstm import train
 from numlstm.config import Config
-from numlstm.run_folder import RunFolderError
-from numlstm.saving import load_model, save_model
+from numlstm.io import ptb, run_folder
+from numlstm.io.run_folder import RunFolderError
+from numlstm.io.saving import load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 PTB_DIR = Path(os.environ.get("NUMLSTM_PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))

@@ -1,4 +1,4 @@
-"""Tests for numlstm.text and a short real training run of examples/shakespeare.py."""
+"""Tests for numlstm.io.text and a short real training run of examples/shakespeare.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from numlstm.generate import generate_main, load_model
-from numlstm.text import build_word_vocab, clean_text, words_to_ids
+from numlstm.io.text import build_word_vocab, clean_text, words_to_ids
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data" / "shakespeare" / "input.txt"

@@ -1,4 +1,4 @@
-"""Row-sparse embedding gradients (numlstm.sparse.IndexedRows) give the dense results exactly."""
+"""Row-sparse embedding gradients (numlstm.IndexedRows) give the dense results exactly."""
 
 from __future__ import annotations
 

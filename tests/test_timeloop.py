@@ -1,4 +1,4 @@
-"""Tests for numlstm.timeloop: the small GEMM and the Numba time loops of the layers.
+"""Tests for numlstm.fast.timeloop: the small GEMM and the Numba time loops of the layers.
 
 The layers use the Numba loops when ``timeloop.use_time_loop(B)`` (B >= 5 rows and BLAS on
 one thread, as inside a DataParallel block) and their Python loop of BLAS calls and per-step
@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numlstm import gru, lstm, timeloop
-from numlstm.timeloop import matmul_nt
+from numlstm import gru, lstm
+from numlstm.fast import timeloop
+from numlstm.fast.timeloop import matmul_nt
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import numlstm
-from numlstm import ptb, train
+from numlstm import train
 from numlstm.config import Config, get_config
-from numlstm.saving import load_model
+from numlstm.io import ptb
+from numlstm.io.saving import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 PTB_DIR = Path(os.environ.get("NUMLSTM_PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))
@@ -118,7 +119,7 @@ def test_dropout_run_is_reproducible_and_resume_after_ctrl_c_matches(ptb_slice, 
     monkeypatch.setattr(train, "train_step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train.train(config, ptb_slice, tmp_path / "b", **quiet)
-    meta = numlstm.checkpoint.read_meta(tmp_path / "b" / train.CHECKPOINT)["training"]
+    meta = numlstm.io.checkpoint.read_meta(tmp_path / "b" / train.CHECKPOINT)["training"]
     assert (meta["epoch"], meta["step"]) == (1, 3)
     # a mid-epoch checkpoint is still a saved model that generation can load
     assert load_model(tmp_path / "b" / train.CHECKPOINT)[0].hidden_size == config.hidden_size

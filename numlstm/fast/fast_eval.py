@@ -46,10 +46,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import _checks
+from .. import _checks
+from ..kernels import _REDUCE
+from ..model import LanguageModel, State
 from .fastmath import exp_floor, sigmoid, tanh, zero_like
-from .kernels import _REDUCE
-from .model import LanguageModel, State
 
 __all__ = ["evaluate_sequence"]
 

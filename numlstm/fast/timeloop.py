@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .kernels import (
+from ..kernels import (
     gru_cell_backward,
     gru_cell_forward,
     gru_cho_cell_backward,

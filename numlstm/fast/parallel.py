@@ -5,15 +5,16 @@ The rows of a batch are independent sequences until the loss averages them, so
     loss(batch)  = sum over blocks of  loss(block) * B_block / B
     grads(batch) = sum over blocks of  grads(block) * B_block / B
 
-Each block runs ``LanguageModel._forward_backward`` with the loss divided by the whole batch's
-B, which makes the second line a plain sum. The blocks run at the same time in a
-``ThreadTeam`` (team.py), each on a replica of the model that shares the parameters and has its
-own scratch buffers; every GEMM, kernel and time loop inside a block is single-threaded. The
-blocks meet twice per step. Inside the softmax's backward pass they wait for each other at a
-barrier, then each computes its share of the columns of [dW; db] over every block's rows
-(``layers.SharedSoftmaxGrad``), so that the largest gradient needs no summing. At the end the
-calling thread adds the blocks' LSTM/GRU gradients into the first block's arrays and builds the
-embedding's row-sparse gradient from all blocks' rows at once.
+Each block runs ``LanguageModel.rows_loss_and_grads`` (the model's public hook for a part of a
+batch) with the loss divided by the whole batch's B, which makes the second line a plain sum.
+The blocks run at the same time in a ``ThreadTeam`` (team.py), each on a replica of the model
+that shares the parameters and has its own scratch buffers; every GEMM, kernel and time loop
+inside a block is single-threaded. The blocks meet twice per step. Inside the softmax's
+backward pass they wait for each other at a barrier, then each computes its share of the
+columns of [dW; db] over every block's rows (``SharedSoftmaxGrad`` below), so that the largest
+gradient needs no summing. At the end the calling thread adds the blocks' LSTM/GRU gradients
+into the first block's arrays and builds the embedding's row-sparse gradient from all blocks'
+rows at once.
 
 Dropout masks are drawn for the whole batch before the split, in the order the one-thread
 forward pass draws them, so a seeded run takes the same masks with any number of threads.
@@ -32,15 +33,47 @@ import threading
 
 import numpy as np
 
-from .layers import SharedSoftmaxGrad
-from .model import LanguageModel, State
+from ..layers import SoftmaxGrad
+from ..model import LanguageModel, RowsResult, State
 from .sparse import IndexedRows
 from .team import ThreadTeam, blas_threads, blas_threads_controllable, usable_cores
 from .timeloop import MIN_ROWS
 from .workspace import Workspace
 
-# Gradients that the blocks compute together (layers.SharedSoftmaxGrad): not summed.
+# Gradients that the blocks compute together (SharedSoftmaxGrad): not summed.
 SHARED = ("softmax_w", "softmax_b")
+
+
+class SharedSoftmaxGrad(SoftmaxGrad):
+    """[dW; db] of a batch whose rows are split into blocks run by threads.
+
+    Each block writes its rows of Ẽ and of diag(q) [h 1] into the shared buffers, waits at the
+    barrier for the other blocks, then computes its own columns of [dW; db] over every row
+    (dS1). The blocks' results need no summing afterwards, and no block holds an (H + 1, V)
+    array of its own. Plugged into the softmax layer through ``rows_loss_and_grads``.
+    """
+
+    def __init__(
+        self, z: np.ndarray, hq: np.ndarray, dWb: np.ndarray, rows: slice, cols: slice,
+        barrier: threading.Barrier,
+    ) -> None:  # fmt: skip
+        self.z = z  # (N_all, V) every block's logits, turned into Ẽ in place
+        self.hq = hq  # (N_all, H + 1) every block's diag(q) [h 1]
+        self.dWb = dWb  # (H + 1, V) the batch's [dW; db]
+        self.rows = rows  # this block's rows of z and hq
+        self.cols = cols  # this block's columns of dWb
+        self.barrier = barrier
+
+    def buffers(self, ws, tag, N, H, V, dt):
+        """This block's rows of the shared z and hq."""
+        return self.z[self.rows], self.hq[self.rows]
+
+    def weight_grad(self, hq, z, ws, tag):
+        """(dS1) over the rows of every block, for this block's columns."""
+        self.barrier.wait()  # every block's Ẽ and hq are in place
+        c = self.cols
+        np.matmul(self.hq.T, self.z[:, c], out=self.dWb[:, c])
+        return self.dWb
 
 
 def row_blocks(B: int, n: int) -> list[tuple[int, int]]:
@@ -103,12 +136,10 @@ class DataParallel:
             raise ValueError(f"batch size {B} is smaller than threads={self.threads}")
         return row_blocks(B, self.threads)
 
-    def _block_passes(self, x, y, state, keep_prob, rng) -> list[tuple]:
-        """Checks, then every block's forward and backward pass in the threads. Returns per
-        block (loss share, grads without "embedding", d_embedded, ids, final state)."""
+    def _block_passes(self, x, y, state, keep_prob, rng) -> list[RowsResult]:
+        """Checks, then every block's forward and backward pass in the threads."""
         m = self.model
-        m._check_dropout(keep_prob, rng, None)
-        x, y = m._check_inputs(x, y, state)
+        x, y = m.check_batch(x, y, state, keep_prob, rng)
         B, T = x.shape
         masks = m.draw_masks(T, B, keep_prob, rng)  # the one-thread pass's masks, same order
         H, V, dt = m.hidden_size, m.vocab_size, m.dtype
@@ -125,23 +156,24 @@ class DataParallel:
             shared = SharedSoftmaxGrad(z, hq, dWb, slice(T * lo, T * hi),
                                        slice(*cols[k]), self._barrier)  # fmt: skip
             jobs.append(functools.partial(
-                self._guard, rep._forward_backward, x[lo:hi], y[lo:hi], block_state,
-                keep_prob, None, block_masks, B, rep._ws_train, shared))  # fmt: skip
+                self._guard, rep.rows_loss_and_grads, x[lo:hi], y[lo:hi], block_state, B,
+                keep_prob, masks=block_masks, softmax_grad=shared))  # fmt: skip
         return self.team.run(jobs)
 
-    def _guard(self, fn, *args):
-        """fn(*args); if it fails, break the barrier so that the other blocks stop waiting."""
+    def _guard(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs); if it fails, break the barrier so that the other blocks stop
+        waiting."""
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except BaseException:
             self._barrier.abort()
             raise
 
-    def _embedding_grad(self, results) -> IndexedRows:
+    def _embedding_grad(self, results: list[RowsResult]) -> IndexedRows:
         """(dE1) the embedding's row-sparse gradient from every block's rows at once."""
-        ids = np.concatenate([r[3] for r in results])
-        d = np.concatenate([r[2] for r in results])
-        return self.model._embedding_grad(ids, d, True, self.model._ws_train)
+        ids = np.concatenate([r.ids for r in results])
+        d = np.concatenate([r.d_embedded for r in results])
+        return self.model.embedding_grad(ids, d, sparse=True)
 
     def loss_and_grads(
         self,
@@ -154,18 +186,19 @@ class DataParallel:
         """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng,
         sparse_embedding=True)``. The gradient arrays belong to the model, as there."""
         results = self._block_passes(x, y, state, keep_prob, rng)
-        loss, grads = results[0][0], results[0][1]
+        loss, grads = results[0].loss, results[0].grads
         for r in results[1:]:
-            loss += r[0]
-            for name, g in r[1].items():
+            loss += r.loss
+            for name, g in r.grads.items():
                 if name not in SHARED:  # the softmax's are the whole batch's already
                     grads[name] += g  # into block 0's buffers
         grads["embedding"] = self._embedding_grad(results)
-        return loss, {k: grads[k] for k in self.model.params}, _join_states([r[4] for r in results])
+        new_state = _join_states([r.state for r in results])
+        return loss, {k: grads[k] for k in self.model.params}, new_state
 
     def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
         """As ``LanguageModel.loss(x, y, state)`` (no dropout), on row blocks in the threads."""
-        x, y = self.model._check_inputs(x, y, state)
+        x, y = self.model.check_batch(x, y, state)
         B = x.shape[0]
         blocks = self._blocks(B)
         jobs = [

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model import LanguageModel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .model import LanguageModel
 
 MODEL_KIND = "numlstm-language-model"
 EXTRA_PREFIXES = ("state.", "opt.")
