@@ -277,11 +277,14 @@ def test_cli_sigint_in_a_real_process(tmp_path):
          "the", "--words", "1000000000", "--seed", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
+    watchdog = threading.Timer(60, proc.kill)  # words that never arrive must not hang the test
+    watchdog.start()
     try:
         first = proc.stdout.read(40)  # words arrive while it runs
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         proc.kill()
     assert first.startswith(b"the")
     assert proc.returncode == 130, err
