@@ -14,9 +14,10 @@ lower id ranks first, so the kept set never depends on the sort algorithm.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "encode",
     "generate",
     "generate_main",
+    "iter_generate",
     "load_model",
     "sample_next",
     "save_model",
@@ -102,6 +104,24 @@ def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
         k = min(max(4 * k, k + more), p.size)
 
 
+def _check_logits_finite(z: np.ndarray) -> None:
+    """Raise ValueError unless z holds at least one finite value and no NaN or +inf.
+
+    One O(V) reduction: NaN propagates to ``max``; +inf and an all -inf row also land here.
+    """
+    top = z.max()
+    if not np.isfinite(top):
+        if np.isnan(top):
+            what = "NaN (are the model's weights finite?)"
+        elif top > 0:
+            what = "+inf"
+        else:
+            what = "only -inf (no token is possible)"
+        raise ValueError(
+            f"logits hold {what}; they must hold at least one finite value and no NaN or +inf"
+        )
+
+
 def _sample(
     logits: np.ndarray,
     rng: np.random.Generator,
@@ -109,7 +129,8 @@ def _sample(
     top_k: int | None,
     top_p: float | None,
 ) -> int:
-    """``sample_next`` without argument checks."""
+    """``sample_next`` without argument checks; non-finite logits are still refused."""
+    _check_logits_finite(logits)
     if temperature == 0:
         return int(np.argmax(logits))  # first maximum: ties go to the lower id
     z = logits.astype(np.float64)  # float64: exp of float32 logits / small T loses the tail
@@ -171,9 +192,7 @@ def sample_next(
     z = np.asarray(logits)
     if z.ndim != 1 or z.size == 0 or not np.issubdtype(z.dtype, np.floating):
         raise ValueError(f"logits must be a non-empty 1-D float array, got {z.dtype}{z.shape}")
-    if not np.isfinite(z.max()):  # NaN propagates to max; +inf or all -inf also land here
-        raise ValueError("logits must hold at least one finite value and no NaN or +inf")
-    return _sample(z, rng, temperature, top_k, top_p)
+    return _sample(z, rng, temperature, top_k, top_p)  # _sample refuses NaN / +inf / all -inf
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,6 +237,89 @@ class _Stepper:
         return self.z[0], new_state
 
 
+# A prime is fed through the network in chunks whose logits hold at most this many entries
+# (16 MB in float32), so memory does not grow with the prime's length.
+_PRIME_CHUNK_ENTRIES = 4_000_000
+
+
+def _check_generate_args(
+    model: LanguageModel,
+    prime_ids: Sequence[int] | np.ndarray,
+    num_words: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stop_id: int | None,
+) -> np.ndarray:
+    _check_sampling(temperature, top_k, top_p)
+    if isinstance(num_words, bool) or not isinstance(num_words, int | np.integer) or num_words < 0:
+        raise ValueError(f"num_words must be an integer >= 0, got {num_words!r}")
+    V = model.vocab_size
+    if stop_id is not None and not (isinstance(stop_id, int | np.integer) and 0 <= stop_id < V):
+        raise ValueError(f"stop_id must be a token id in [0, {V}), got {stop_id!r}")
+    prime = np.asarray(prime_ids)
+    if prime.size == 0:
+        raise ValueError("prime_ids must hold at least one token id (for PTB try '<eos>')")
+    if prime.ndim != 1:
+        raise ValueError(f"prime_ids must be 1-D, got shape {prime.shape}")
+    return prime
+
+
+def _run_prime(model: LanguageModel, prime: np.ndarray) -> tuple[np.ndarray, State]:
+    """Feed the prime from the zero state; return (logits after its last token (V,), state).
+
+    The prime goes through ``model.logits`` (which validates the ids) in chunks, carrying the
+    state, so only one chunk's (chunk, V) logits exist at a time, never the whole prime's.
+    """
+    chunk = max(1, _PRIME_CHUNK_ENTRIES // model.vocab_size)
+    state = model.init_state(1)
+    for lo in range(0, prime.shape[0], chunk):
+        logits, state = model.logits(prime[None, lo : lo + chunk], state)
+    return np.array(logits[0, -1]), state
+
+
+def iter_generate(
+    model: LanguageModel,
+    prime_ids: Sequence[int] | np.ndarray,
+    num_words: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | np.random.Generator | None = None,
+    stop_id: int | None = None,
+) -> Iterator[int]:
+    """:func:`generate` as an iterator: yields each id as soon as it is sampled.
+
+    The arguments are checked and the prime is run when this is called, not on the first
+    ``next``. The ids are the same as ``generate`` returns for the same arguments.
+    """
+    prime = _check_generate_args(model, prime_ids, num_words, temperature, top_k, top_p, stop_id)
+    rng = np.random.default_rng(seed)
+    z, state = _run_prime(model, prime)
+    return _generate_ids(model, z, state, rng, int(num_words), temperature, top_k, top_p, stop_id)
+
+
+def _generate_ids(
+    model: LanguageModel,
+    z: np.ndarray,
+    state: State,
+    rng: np.random.Generator,
+    num_words: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stop_id: int | None,
+) -> Iterator[int]:
+    stepper = _Stepper(model)
+    for n in range(1, num_words + 1):
+        token = _sample(z, rng, temperature, top_k, top_p)
+        yield token
+        if token == stop_id or n == num_words:
+            return
+        z, state = stepper.step(token, state)
+
+
 def generate(
     model: LanguageModel,
     prime_ids: Sequence[int] | np.ndarray,
@@ -231,8 +333,9 @@ def generate(
 ) -> list[int]:
     """Continue a primed sequence word by word.
 
-    The prime goes through the network in one ``model.logits`` call as a (1, T) batch, starting
-    from the zero state; then each sampled id is fed back with the carried state.
+    The prime goes through the network from the zero state (in chunks of ``model.logits``
+    calls that carry the state, so memory does not grow with its length); then each sampled
+    id is fed back with the carried state. :func:`iter_generate` yields the ids one by one.
 
     Parameters
     ----------
@@ -253,31 +356,18 @@ def generate(
     -------
     list of int, length <= num_words
         The generated ids only (the prime is not repeated).
-    """
-    _check_sampling(temperature, top_k, top_p)
-    if isinstance(num_words, bool) or not isinstance(num_words, int | np.integer) or num_words < 0:
-        raise ValueError(f"num_words must be an integer >= 0, got {num_words!r}")
-    V = model.vocab_size
-    if stop_id is not None and not (isinstance(stop_id, int | np.integer) and 0 <= stop_id < V):
-        raise ValueError(f"stop_id must be a token id in [0, {V}), got {stop_id!r}")
-    prime = np.asarray(prime_ids)
-    if prime.size == 0:
-        raise ValueError("prime_ids must hold at least one token id (for PTB try '<eos>')")
-    if prime.ndim != 1:
-        raise ValueError(f"prime_ids must be 1-D, got shape {prime.shape}")
-    rng = np.random.default_rng(seed)
 
-    logits, state = model.logits(prime[None, :], model.init_state(1))  # validates the ids
-    z = logits[0, -1]
-    stepper = _Stepper(model)
-    out: list[int] = []
-    while len(out) < num_words:
-        token = _sample(z, rng, temperature, top_k, top_p)
-        out.append(token)
-        if token == stop_id or len(out) == num_words:
-            break
-        z, state = stepper.step(token, state)
-    return out
+    Raises
+    ------
+    ValueError
+        Bad arguments, or logits holding NaN / +inf (a model with non-finite weights).
+    """
+    return list(
+        iter_generate(
+            model, prime_ids, num_words, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, stop_id=stop_id,
+        )
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,50 +475,124 @@ def _prepare_prime(prime: str, meta: Mapping[str, Any]) -> str:
     return prime
 
 
+def _check_options(args: argparse.Namespace) -> float:
+    """Validate the numeric options; return the temperature to use. Messages name the option."""
+    if args.words < 0:
+        raise ValueError(f"--words must be >= 0, got {args.words}")
+    temperature = 0.0 if args.greedy else args.temperature
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(
+            f"--temperature must be a finite number > 0 (or 0 for greedy), got {temperature}"
+        )
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:  # `not` also rejects NaN
+        raise ValueError(f"--top-p must be in (0, 1] (top_p), got {args.top_p}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    return temperature
+
+
+class _WordWriter:
+    """Prints decoded words as they come, exactly as ``decode(ids).rstrip("\\n")`` + newline.
+
+    Newlines (``<eos>``) are held back until a word follows, so trailing ones collapse into
+    the single final newline; every write is flushed so a long run shows progress.
+    """
+
+    def __init__(self, id_to_word: Sequence[str], out: Any) -> None:
+        self.id_to_word, self.out = id_to_word, out
+        self.pending_newlines = 0
+        self.line_started = False
+        self.wrote = False
+
+    def write(self, ids: Sequence[int]) -> None:
+        parts: list[str] = []
+        for i in ids:
+            word = self.id_to_word[i]
+            if word == EOS:
+                self.pending_newlines += 1
+                self.line_started = False
+                continue
+            if self.pending_newlines:
+                parts.append("\n" * self.pending_newlines)
+                self.pending_newlines = 0
+            parts.append(word if not self.line_started else " " + word)
+            self.line_started = True
+        if parts:
+            self.out.write("".join(parts))
+            self.out.flush()
+            self.wrote = True
+
+    def finish(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
+
+
 def generate_main(argv: list[str] | None = None) -> int:
     """``python -m numlstm generate``: print the prime followed by the generated words.
 
-    Returns the exit code: 0 on success, 2 on a usage error, a missing or bad checkpoint, or
-    (with --strict) a prime word that is not in the vocabulary.
+    Words are printed (and flushed) as they are generated. Returns the exit code: 0 on
+    success, 2 on a usage error, a bad option value, a missing, unreadable or bad checkpoint
+    (including one with NaN/inf weights), or (with --strict) a prime word that is not in the
+    vocabulary; 130 on Ctrl-C, after ending the line of what was already printed. Errors are
+    one line on stderr (``numlstm generate: error: ...``), never a traceback.
     """
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits on --help (0) and on usage errors (2)
         return int(e.code or 0) if isinstance(e.code, int | None) else 2
-    temperature = 0.0 if args.greedy else args.temperature
+    writer: _WordWriter | None = None
     try:
-        _check_sampling(temperature, args.top_k, args.top_p)
-        if args.words < 0:
-            raise ValueError(f"--words must be >= 0, got {args.words}")
-        model, id_to_word, meta = load_model(args.checkpoint)
-        word_to_id = {w: i for i, w in enumerate(id_to_word)}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            prime_ids = encode(
-                _prepare_prime(args.prime, meta),
-                word_to_id,
-                on_unknown="error" if args.strict else "unk",
+        try:
+            temperature = _check_options(args)
+            model, id_to_word, meta = load_model(args.checkpoint)
+            word_to_id = {w: i for i, w in enumerate(id_to_word)}
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                prime_ids = encode(
+                    _prepare_prime(args.prime, meta),
+                    word_to_id,
+                    on_unknown="error" if args.strict else "unk",
+                )
+            for w in caught:
+                print(f"numlstm generate: warning: {w.message}", file=sys.stderr)
+            stop_id = None
+            if args.stop_at_eos:
+                if EOS not in word_to_id:
+                    raise ValueError(f"--stop-at-eos: the vocabulary has no {EOS!r} token")
+                stop_id = word_to_id[EOS]
+            ids = iter_generate(
+                model,
+                prime_ids,
+                args.words,
+                temperature=temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                seed=args.seed,
+                stop_id=stop_id,
             )
-        for w in caught:
-            print(f"numlstm generate: warning: {w.message}", file=sys.stderr)
-        stop_id = None
-        if args.stop_at_eos:
-            if EOS not in word_to_id:
-                raise ValueError(f"--stop-at-eos: the vocabulary has no {EOS!r} token")
-            stop_id = word_to_id[EOS]
-        ids = generate(
-            model,
-            prime_ids,
-            args.words,
-            temperature=temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-            stop_id=stop_id,
-        )
-    except (CheckpointError, ValueError) as e:
+            writer = _WordWriter(id_to_word, sys.stdout)
+            writer.write(prime_ids)
+            for token in ids:
+                writer.write((token,))
+            writer.finish()
+        except KeyboardInterrupt:
+            if writer is not None:
+                writer.finish()
+            print("numlstm generate: interrupted", file=sys.stderr)
+            return 130
+    except BrokenPipeError:  # e.g. `| head`: the reader is gone; stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except (CheckpointError, ValueError, OSError, FloatingPointError) as e:
+        if writer is not None and writer.wrote:
+            writer.finish()
         print(f"numlstm generate: error: {e}", file=sys.stderr)
         return 2
-    print(decode(prime_ids + ids, id_to_word).rstrip("\n"))
     return 0

@@ -35,6 +35,23 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, atol: float = 1e-4
     return float(np.max(np.abs(a - n) / denom))
 
 
+def _scalar(value: object) -> float:
+    """The loss ``f()`` returned, as a float; TypeError naming it if it is not a real scalar."""
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating | np.ndarray
+    ):
+        raise TypeError(
+            f"f must return a scalar loss (a float), got {type(value).__name__}: {value!r:.80}"
+        )
+    if isinstance(value, np.ndarray):
+        if value.shape != () or value.dtype.kind not in "iuf":
+            raise TypeError(
+                "f must return a scalar loss (a float), got an array of shape "
+                f"{value.shape} and dtype {value.dtype}"
+            )
+    return float(value)
+
+
 def numeric_gradient(
     f: Callable[[], float], x: np.ndarray, eps: float = 3e-5, indices: np.ndarray | None = None
 ) -> np.ndarray:
@@ -51,11 +68,13 @@ def numeric_gradient(
     grad = np.full(x.size, np.nan)
     for k in range(x.size) if indices is None else indices:
         old = flat[k]
-        flat[k] = old + eps
-        fp = f()
-        flat[k] = old - eps
-        fm = f()
-        flat[k] = old
+        try:
+            flat[k] = old + eps
+            fp = _scalar(f())
+            flat[k] = old - eps
+            fm = _scalar(f())
+        finally:
+            flat[k] = old  # restored even when f fails
         grad[k] = (fp - fm) / (2.0 * eps)
     return grad.reshape(x.shape)
 
@@ -74,8 +93,9 @@ def gradcheck(
 
     Parameters
     ----------
-    f : zero-argument function returning the scalar loss; it must read the arrays in
-        ``params`` (they are perturbed in place and restored).
+    f : zero-argument function returning the scalar loss (a float or 0-d array; anything
+        else raises TypeError naming it); it must read the arrays in ``params`` (they are
+        perturbed in place and restored).
     params : name -> float64 array the loss depends on.
     grads : name -> analytic gradient with the same shape, computed before the call.
     eps : finite-difference step. The truncation error of central differences shrinks like

@@ -89,8 +89,8 @@ def train_step(
         loss, grads, state = model.loss_and_grads(
             x, y, state, keep_prob, rng, sparse_embedding=True
         )
-    norm = global_norm(grads)  # (O1)
-    opt.step(grads, grad_scale=clip_factor(norm, max_grad_norm))  # (O2) folded into (O3)
+    norm = global_norm(grads)  # (O1); NaN/inf here raises FloatingPointError before the update
+    opt.step(grads, grad_scale=clip_factor(norm, max_grad_norm), norm=norm)  # (O2) in (O3)
     return loss, state
 
 

@@ -5,7 +5,7 @@ fixture: worst relative error per array <= 1e-6), for every layer and option.
 
 Part 2 runs the fast public functions and the reference on the same inputs and compares every
 output of the forward and the backward pass, in float64 and float32, on both of the layers'
-loop paths (the Python loop of BLAS calls, and the Numba time loops of timeloop.py), for the
+loop paths (the Python loop of BLAS calls, and the Numba time loops of fast/timeloop.py), for the
 layers, the whole model (dense and row-sparse embedding gradient), ``DataParallel`` and
 ``evaluate_sequence``.
 
@@ -44,13 +44,13 @@ _WORST: dict[str, tuple[float, str]] = {}
 
 # ============================================================================================
 # The one place that reaches numlstm's private machinery: forcing the layers' loop path.
-# lstm.py / gru.py run their T steps in the Numba loops of timeloop.py when
+# lstm.py / gru.py run their T steps in the Numba loops of fast/timeloop.py when
 # timeloop.use_time_loop(B) is true (B >= 5 and BLAS on one thread), otherwise in a Python loop
 # of BLAS calls. tests/test_timeloop.py forces it the same way. If timeloop moves, change here.
 # ============================================================================================
 def force_loop_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """path "blas": the Python loop; "numba": the Numba time loops (needs B >= 5)."""
-    from numlstm import timeloop  # private: see the banner above
+    from numlstm.fast import timeloop  # private: see the banner above
 
     monkeypatch.setattr(timeloop, "use_time_loop", lambda B: path == "numba")
 

@@ -119,7 +119,7 @@ def test_one_training_per_folder(data, tmp_path):
 
 
 def test_stale_temp_files_are_removed_and_nothing_else(data, tmp_path):
-    stale = [tmp_path / ".checkpoint.npz.abc123.tmp", tmp_path / ".summary.json.999.tmp"]
+    stale = [tmp_path / ".checkpoint.npz.abc12345.tmp", tmp_path / ".summary.json.999.tmp"]
     keep = [tmp_path / "notes.tmp", tmp_path / ".other.npz.x.tmp", tmp_path / "mine.txt"]
     for p in stale + keep:
         p.write_text("x")

@@ -55,7 +55,9 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -70,7 +72,9 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "load_checkpoint",
+    "read_header",
     "read_meta",
+    "remove_stale_temp_files",
     "save_checkpoint",
 ]
 
@@ -319,58 +323,223 @@ def save_checkpoint(
 
 # --------------------------------------------------------------------------- loading
 
+# Limits applied before anything a file declares is believed.
+_MAX_META_BYTES = 256 * 1024 * 1024  # the JSON header (a 1M-word vocabulary is ~10 MB)
+_MAX_NPY_HEADER = 10_000  # numpy's own default limit for a .npy header
+_MAX_MEMBERS = 1_000_000
+_MAX_NDIM = 64  # numpy's limit
+# Deflate cannot expand data by more than 1032:1; a member declaring more is not deflate.
+_MAX_DEFLATE_RATIO = 1032
+_READ_CHUNK = 16 * 1024 * 1024
+_NPY_MAGIC = b"\x93NUMPY"
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
 
-def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
-    """Open ``path`` with ``np.load(allow_pickle=False)``, mapping errors to CheckpointError."""
+
+def _memory_limit() -> int | None:
+    """Physical memory in bytes, or None when the platform cannot say."""
     try:
-        loaded = np.load(path, allow_pickle=False)
+        pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * page if pages > 0 and page > 0 else None
+
+
+class _Archive:
+    """A checkpoint archive opened for reading: the zip directory, never the data yet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fh, self.size = _open_regular(path)
+        try:
+            head = fh.read(len(_NPY_MAGIC))
+            fh.seek(0)
+            if head == _NPY_MAGIC:
+                raise CheckpointError(
+                    f"{path}: not a valid checkpoint (a .npy array, not a .npz archive)"
+                )
+            self.zf = zipfile.ZipFile(fh)
+        except CheckpointError:
+            fh.close()
+            raise
+        except (*_READ_ERRORS, RuntimeError, NotImplementedError) as exc:
+            fh.close()
+            raise CheckpointError(
+                f"{path}: not a valid checkpoint (not a readable .npz archive: {exc})"
+            ) from exc
+        self.fh = fh
+        infos = self.zf.infolist()
+        if len(infos) > _MAX_MEMBERS:
+            self.close()
+            raise CheckpointError(f"{path}: corrupt: {len(infos)} archive members")
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            if info.filename in self.members:
+                self.close()
+                raise CheckpointError(
+                    f"{path}: corrupt: archive member {info.filename!r} appears twice"
+                )
+            self.members[info.filename] = info
+
+    def close(self) -> None:
+        self.zf.close()
+        self.fh.close()
+
+    def __enter__(self) -> _Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def names(self) -> set[str]:
+        """Array names present (member names minus the ``.npy`` suffix), __meta__ included."""
+        return {
+            n[: -len(_MEMBER_SUFFIX)] if n.endswith(_MEMBER_SUFFIX) else n for n in self.members
+        }
+
+    def info(self, name: str) -> zipfile.ZipInfo:
+        """Zip entry of array ``name`` after checking its sizes against the file."""
+        info = self.members.get(name + _MEMBER_SUFFIX)
+        if info is None:
+            raise CheckpointError(f"{self.path}: corrupt: no archive member for {name!r}")
+        where = f"{self.path}: corrupt: archive member {name!r}"
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"{where} is encrypted")
+        if info.compress_size > self.size or info.header_offset > self.size:
+            raise CheckpointError(
+                f"{where} declares {info.compress_size} stored bytes, more than the "
+                f"{self.size}-byte file (truncated?)"
+            )
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size:
+                raise CheckpointError(f"{where}: stored size and data size differ")
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024:
+                raise CheckpointError(
+                    f"{where} declares {info.file_size} bytes from {info.compress_size} "
+                    "compressed bytes, more than deflate can produce"
+                )
+        else:
+            raise CheckpointError(f"{where} uses unsupported compression {info.compress_type}")
+        return info
+
+
+def _open_regular(path: Path) -> tuple[Any, int]:
+    """Open ``path`` for reading if it is a regular file; return (file object, size).
+
+    FIFOs, devices, sockets and directories are refused without blocking: the file is opened
+    with O_NONBLOCK and checked with fstat on the descriptor (no race with a rename).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise CheckpointError(f"no such checkpoint: {path}") from None
-    except _READ_ERRORS as exc:
-        raise CheckpointError(
-            f"{path}: not a valid checkpoint (not a readable .npz archive: {exc})"
-        ) from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path}: not a valid checkpoint (a .npy array, not a .npz archive)")
-    return loaded
-
-
-def _read_member(path: Path, npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
-    """Read one array fully into memory, mapping errors to CheckpointError."""
-    what = "metadata" if name == _META_KEY else f"array {name!r}"
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot open checkpoint: {exc.strerror or exc}") from exc
     try:
-        value = npz[name + _MEMBER_SUFFIX]
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            kind += " (FIFO)" if stat.S_ISFIFO(st.st_mode) else ""
+            raise CheckpointError(f"{path}: {kind}; a checkpoint must be a regular file")
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_npy(
+    archive: _Archive, name: str, expected: Mapping[str, Any] | None, max_bytes: int | None
+) -> np.ndarray:
+    """Read array ``name``: its .npy header first, checked against ``expected`` (the metadata
+    entry) and the member's size, then exactly the bytes the header declares."""
+    path = archive.path
+    what = "metadata" if name == _META_KEY else f"array {name!r}"
+    info = archive.info(name)
+    try:
+        with archive.zf.open(info) as fh:
+            version = npy_format.read_magic(fh)
+            if version == (1, 0):
+                header = npy_format.read_array_header_1_0(fh, max_header_size=_MAX_NPY_HEADER)
+            elif version == (2, 0):
+                header = npy_format.read_array_header_2_0(fh, max_header_size=_MAX_NPY_HEADER)
+            else:
+                raise CheckpointError(f"{path}: corrupt: {what} has .npy version {version}")
+            shape, fortran, dtype = header
+            if dtype.hasobject:
+                raise CheckpointError(
+                    f"{path}: {what} is an object array (needs pickle); refusing to load it"
+                )
+            if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype:
+                raise CheckpointError(f"{path}: corrupt: {what} has unsupported dtype {dtype}")
+            if len(shape) > _MAX_NDIM:
+                raise CheckpointError(f"{path}: corrupt: {what} has {len(shape)} dimensions")
+            if expected is not None:
+                if dtype.str != expected["dtype"]:
+                    raise CheckpointError(
+                        f"{path}: corrupt: dtype of {name!r} is {dtype.str}, "
+                        f"metadata says {expected['dtype']}"
+                    )
+                if list(shape) != expected["shape"]:
+                    raise CheckpointError(
+                        f"{path}: corrupt: shape of {name!r} is {list(shape)}, "
+                        f"metadata says {expected['shape']}"
+                    )
+            count = 1
+            for d in shape:
+                count *= d
+            nbytes = count * dtype.itemsize
+            if fh.tell() + nbytes != info.file_size:
+                raise CheckpointError(
+                    f"{path}: corrupt: {what} declares {nbytes} data bytes (shape "
+                    f"{list(shape)}, {dtype.str}) but its archive member holds "
+                    f"{info.file_size - fh.tell()}"
+                )
+            if max_bytes is not None and nbytes > max_bytes:
+                raise CheckpointError(f"{path}: {what} is too large ({nbytes} bytes)")
+            data = np.empty(nbytes, np.uint8)
+            view, pos = memoryview(data), 0
+            while pos < nbytes:
+                got = fh.readinto(view[pos : pos + _READ_CHUNK])
+                if not got:
+                    raise CheckpointError(f"{path}: corrupt: {what} is truncated")
+                pos += got
+            if fh.read(1):  # also makes zipfile verify the CRC-32 at the end of the member
+                raise CheckpointError(f"{path}: corrupt: {what} has trailing bytes")
     except zipfile.BadZipFile as exc:
         if "CRC" in str(exc):
             raise CheckpointError(
                 f"{path}: corrupt: checksum of {name!r} does not match (zip CRC-32 failed)"
             ) from exc
         raise CheckpointError(f"{path}: corrupt: cannot read {what}: {exc}") from exc
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise CheckpointError(
-                f"{path}: {what} is an object array (needs pickle); refusing to load it"
-            ) from exc
+    except (*_READ_ERRORS, RuntimeError, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: corrupt: cannot read {what}: {exc}") from exc
-    except _READ_ERRORS as exc:
-        raise CheckpointError(f"{path}: corrupt: cannot read {what}: {exc}") from exc
-    if not isinstance(value, np.ndarray):
-        raise CheckpointError(f"{path}: corrupt: {what} is not a .npy array")
-    return value
+    flat = data.view(dtype)
+    if fortran:
+        return flat.reshape(shape[::-1]).T
+    return flat.reshape(shape)
 
 
-def _parse_header(path: Path, npz: np.lib.npyio.NpzFile) -> dict[str, Any]:
+def _parse_header(archive: _Archive) -> dict[str, Any]:
     """Read and validate the ``__meta__`` header; return it as a dict."""
-    if _META_KEY not in npz.files:
+    path = archive.path
+    if _META_KEY + _MEMBER_SUFFIX not in archive.members:
         raise CheckpointError(
             f"{path}: not a numlstm checkpoint (no {_META_KEY!r} entry; plain .npz file?)"
         )
-    raw = _read_member(path, npz, _META_KEY)
+    if archive.info(_META_KEY).file_size > _MAX_META_BYTES + _MAX_NPY_HEADER:
+        raise CheckpointError(f"{path}: corrupt: metadata larger than {_MAX_META_BYTES} bytes")
+    raw = _read_npy(archive, _META_KEY, None, _MAX_META_BYTES)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(f"{path}: corrupt: {_META_KEY!r} is not a 1-D uint8 array")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt: metadata JSON is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, too many int digits
         raise CheckpointError(f"{path}: corrupt: metadata is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt: metadata is not a JSON object")
@@ -397,8 +566,14 @@ def _parse_header(path: Path, npz: np.lib.npyio.NpzFile) -> dict[str, Any]:
             isinstance(info, dict)
             and isinstance(info.get("dtype"), str)
             and isinstance(info.get("shape"), list)
-            and all(isinstance(d, int) and not isinstance(d, bool) for d in info["shape"])
+            and len(info["shape"]) <= _MAX_NDIM
+            and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in info["shape"]
+            )  # fmt: skip
             and isinstance(info.get("sha256"), str)
+            and _SHA_RE.fullmatch(info["sha256"]) is not None
+            and _NAME_RE.fullmatch(name) is not None
+            and not name.startswith("__")
         )
         if not ok:
             raise CheckpointError(f"{path}: corrupt: bad metadata entry for array {name!r}")
@@ -408,9 +583,13 @@ def _parse_header(path: Path, npz: np.lib.npyio.NpzFile) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
-    The file is opened with ``np.load(..., allow_pickle=False)``, every array is
-    read fully into memory, checked against the recorded dtype, shape and sha256,
-    and the file is closed.
+    Nothing the file declares is believed before it is checked: the path must be a regular
+    file (a FIFO or device is refused, never read); the JSON header is bounded in size and
+    nesting; every member's ``.npy`` header is read first and its dtype and shape compared
+    with the metadata, its byte count with the zip member's size (which must fit in the file
+    and be reachable by deflate), and the total with the machine's memory, before any array
+    data is read. Then each array is read, checked against its zip CRC-32 and the recorded
+    sha256, and the file is closed. No pickle is ever used.
 
     Parameters
     ----------
@@ -427,16 +606,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     Raises
     ------
     CheckpointError
-        If the file does not exist, is not a readable ``.npz`` archive (garbage,
-        truncated), is not a numlstm checkpoint, has a newer ``format_version``,
-        has missing/extra arrays, a dtype/shape mismatch, a checksum mismatch, or
-        contains an object array. The message includes the path.
+        If the file does not exist, is not a regular file, is not a readable ``.npz`` archive
+        (garbage, truncated), is not a numlstm checkpoint, has a newer ``format_version``,
+        has missing/extra arrays, a dtype/shape/size mismatch, a checksum mismatch, declares
+        more data than the file or memory can hold, or contains an object array. The message
+        includes the path.
     """
     path = Path(path)
-    with _open_npz(path) as npz:
-        header = _parse_header(path, npz)
+    with _Archive(path) as archive:
+        header = _parse_header(archive)
         index: dict[str, dict[str, Any]] = header["arrays"]
-        present = set(npz.files) - {_META_KEY}
+        present = archive.names() - {_META_KEY}
         missing = [name for name in index if name not in present]
         if missing:
             raise CheckpointError(
@@ -448,19 +628,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             raise CheckpointError(
                 f"{path}: corrupt: arrays not listed in metadata: {', '.join(map(repr, extra))}"
             )
+        total = sum(archive.info(name).file_size for name in index)
+        limit = _memory_limit()
+        if limit is not None and total > limit:
+            raise CheckpointError(
+                f"{path}: declares {total} bytes of arrays, more than this machine's "
+                f"{limit} bytes of memory"
+            )
         arrays: dict[str, np.ndarray] = {}
         for name, info in index.items():
-            arr = _read_member(path, npz, name)
-            if arr.dtype.str != info["dtype"]:
-                raise CheckpointError(
-                    f"{path}: corrupt: dtype of {name!r} is {arr.dtype.str}, "
-                    f"metadata says {info['dtype']}"
-                )
-            if list(arr.shape) != info["shape"]:
-                raise CheckpointError(
-                    f"{path}: corrupt: shape of {name!r} is {list(arr.shape)}, "
-                    f"metadata says {info['shape']}"
-                )
+            arr = _read_npy(archive, name, info, None)
             if _sha256(arr) != info["sha256"]:
                 raise CheckpointError(f"{path}: corrupt: checksum of {name!r} does not match")
             arrays[name] = arr
@@ -483,9 +660,87 @@ def read_meta(path: str | os.PathLike[str]) -> dict:
     Raises
     ------
     CheckpointError
-        If the file is missing, unreadable, not a numlstm checkpoint or has a newer
-        ``format_version``. Array data is not verified.
+        If the file is missing, not a regular file, unreadable, not a numlstm checkpoint or
+        has a newer ``format_version``. Array data is not verified.
     """
     path = Path(path)
-    with _open_npz(path) as npz:
-        return _parse_header(path, npz)["meta"]
+    with _Archive(path) as archive:
+        return _parse_header(archive)["meta"]
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, Any]], dict]:
+    """Return ``(index, meta)`` without reading array data.
+
+    ``index`` maps each array name to ``{"dtype", "shape", "sha256"}`` as recorded in the
+    metadata; shapes are *declared*, not yet verified (:func:`load_checkpoint` verifies them).
+    Lets a caller check a declared architecture against the declared arrays before it loads
+    (and allocates) anything.
+    """
+    path = Path(path)
+    with _Archive(path) as archive:
+        header = _parse_header(archive)
+        return header["arrays"], header["meta"]
+
+
+# --------------------------------------------------------------------------- temp files
+
+# NamedTemporaryFile names: prefix + 8 characters from this alphabet + suffix.
+_TEMP_RAND = r"[a-z0-9_]{8}"
+
+
+def remove_stale_temp_files(
+    directory: str | os.PathLike[str], name: str, *, min_age: float = 0.0
+) -> list[Path]:
+    """Remove temporary files that an interrupted :func:`save_checkpoint` of ``name`` left.
+
+    A write killed between creating its temporary file and renaming it (SIGKILL, power loss)
+    leaves ``directory/.<name>.XXXXXXXX.tmp``. Only regular files (not links) whose name has
+    exactly that form for this ``name`` are removed; nothing else is touched. Files modified
+    less than ``min_age`` seconds ago are kept (pass e.g. 60 if another process may be
+    writing the same checkpoint right now). Safe to call concurrently: a file another caller
+    already removed is skipped.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Folder of the checkpoint. A missing folder has nothing to remove.
+    name : str
+        Base name of the checkpoint file (e.g. ``"model.npz"``), no folder part.
+    min_age : float, default 0.0
+        Minimum age in seconds (by mtime) of a file to remove.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed, sorted.
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or (os.sep in name or (os.altsep and os.altsep in name))
+    ):
+        raise ValueError(f"name must be a checkpoint file name without a folder, got {name!r}")
+    if isinstance(min_age, bool) or not isinstance(min_age, int | float) or not min_age >= 0:
+        raise ValueError(f"min_age must be a number of seconds >= 0, got {min_age!r}")
+    pattern = re.compile(re.escape(f".{name}.") + _TEMP_RAND + re.escape(".tmp"))
+    directory = Path(directory)
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    now = time.time()
+    removed: list[Path] = []
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age:
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:  # another process removed it first
+            continue
+        removed.append(directory / entry.name)
+    return sorted(removed)

@@ -52,11 +52,16 @@ Download and cache
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.client
 import os
+import socket
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -507,6 +512,7 @@ def ensure_ptb(
     file_sha256: Mapping[str, str] | None = PTB_FILES,
     download: bool = True,
     level: str = "word",
+    download_timeout: float = 900.0,
 ) -> Path:
     """Find (and if needed download) the PTB files for ``level``; return their directory.
 
@@ -515,7 +521,9 @@ def ensure_ptb(
     ``data_dir=None`` the cache directory :func:`default_data_dir` is used; if files are missing
     there and ``download`` is true, the ``simple-examples.tgz`` archive at ``url`` (``http://``,
     ``https://`` or ``file://``) is fetched to a temporary file in the cache directory and the
-    PTB files are extracted from it.
+    PTB files are extracted from it. Files already in the cache are checked against
+    ``file_sha256`` (hashed once per process; an edited file is detected by its changed
+    mtime/ctime and refused with a DataError saying to delete it).
 
     Extraction is restricted: only regular-file members whose base name is a PTB file name
     (a key of :data:`PTB_FILES`) and whose parent directory is named ``data`` are read; links,
@@ -538,6 +546,9 @@ def ensure_ptb(
         Allow downloading into the cache directory.
     level : {"word", "char"}, optional
         Which files are required.
+    download_timeout : float, optional
+        Total seconds the download may take (connection, headers and body together); a
+        server that trickles bytes is cut off at this deadline (default 900).
 
     Returns
     -------
@@ -547,10 +558,16 @@ def ensure_ptb(
     Raises
     ------
     DataError
-        Files missing (and no download allowed), download failure, corrupt or truncated
-        archive, archive or file checksum mismatch (a bad file is not left behind).
+        Files missing (and no download allowed), download failure (also a connection cut
+        mid-body and the total deadline), corrupt or truncated archive, archive or file
+        checksum mismatch (a bad file is not left behind), an edited cached file, or a cache
+        directory that cannot be used (names NUMLSTM_DATA_DIR when that set it).
     """
     names = _check_level(level)
+    if isinstance(download_timeout, bool) or not (
+        isinstance(download_timeout, int | float) and 0 < download_timeout < float("inf")
+    ):
+        raise ValueError(f"download_timeout must be a finite number > 0, got {download_timeout!r}")
     if data_dir is not None:
         directory = Path(data_dir).expanduser()
         if not directory.is_dir():
@@ -561,39 +578,210 @@ def ensure_ptb(
         return directory
 
     directory = default_data_dir()
-    missing = _missing(directory, names)
-    if not missing:
-        return directory
-    if not download:
+    try:
+        missing = _missing(directory, names)
+        if not missing:
+            _verify_cached(directory, names, file_sha256)
+            return directory
+        if not download:
+            raise DataError(
+                f"PTB files missing in {directory}: {', '.join(missing)}. Download them with "
+                "ensure_ptb(download=True), set NUMLSTM_DATA_DIR, or pass --data-dir with a "
+                f"directory holding {', '.join(names)}"
+            )
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"{directory} exists and is not a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        _download_and_extract(url, directory, archive_sha256, file_sha256, download_timeout)
+        missing = _missing(directory, names)
+    except DataError:
+        raise
+    except OSError as e:  # a file where the folder should be, no permission, read-only, ...
         raise DataError(
-            f"PTB files missing in {directory}: {', '.join(missing)}. Download them with "
-            "ensure_ptb(download=True), set NUMLSTM_DATA_DIR, or pass --data-dir with a "
-            f"directory holding {', '.join(names)}"
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    _download_and_extract(url, directory, archive_sha256, file_sha256)
-    missing = _missing(directory, names)
+            f"cannot use the PTB cache directory {directory} ({_cache_source()}): "
+            f"{e.strerror or e}. Set NUMLSTM_DATA_DIR to a writable folder, or pass "
+            "--data-dir with a directory holding the PTB files"
+        ) from e
     if missing:
         raise DataError(f"archive {url} did not contain: {', '.join(missing)}")
     return directory
 
 
-def _download(url: str, dest: Path, archive_sha256: str | None) -> None:
+def _cache_source() -> str:
+    """Where the cache directory's location came from, for error messages."""
+    if os.environ.get("NUMLSTM_DATA_DIR"):
+        return "from the environment variable NUMLSTM_DATA_DIR"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return "from XDG_CACHE_HOME; set NUMLSTM_DATA_DIR to choose another"
+    return "the default; set NUMLSTM_DATA_DIR to choose another"
+
+
+# (path, size, mtime_ns, inode, ctime_ns) -> sha256 of files this process already hashed. Any
+# edit changes the mtime or ctime (ctime cannot be set back by the user), so it re-hashes.
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    digest = _VERIFIED.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        digest = _VERIFIED[key] = h.hexdigest()
+    return digest
+
+
+def _verify_cached(
+    directory: Path, names: tuple[str, ...], file_sha256: Mapping[str, str] | None
+) -> None:
+    """Check cached files against their known sha256 (hashed once per process per version)."""
+    if file_sha256 is None:
+        return
+    for name in names:
+        expected = file_sha256.get(name)
+        if expected is None:
+            continue
+        path = directory / name
+        digest = _file_sha256(path)
+        if digest != expected.lower():
+            raise DataError(
+                f"cached PTB file {path} has sha256 {digest}, expected {expected.lower()}: it "
+                f"was edited or damaged. Delete it (rm {path}) and run again to download a "
+                "fresh copy, or pass --data-dir to use files of your own (not checksummed)"
+            )
+
+
+# Seconds one read (or the connection) may wait for data; the whole download has its own deadline.
+_READ_TIMEOUT = 60.0
+# Errors a download can end in: network and file errors, HTTP protocol errors (a body cut
+# mid-chunk raises http.client.IncompleteRead, a bad status line BadStatusLine, ...).
+_DOWNLOAD_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, EOFError)
+
+
+class _Deadline:
+    """Shuts down every socket of a download when its total time is up.
+
+    A per-read timeout does not bound a download: a server sending one byte a second never
+    lets a read time out. At the deadline a timer thread calls ``shutdown`` on the sockets,
+    which ends any blocked read (connect, headers or body) with an error or EOF.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expires = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def register(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                self._shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def check(self) -> None:
+        if self.expired or time.monotonic() > self.expires:
+            self.expired = True
+            raise TimeoutError(f"the download took longer than {self.seconds:g} s")
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: object, deadline: _Deadline, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.register(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: object, deadline: _Deadline, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.register(self.sock)
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib opener whose HTTP(S) connections register their sockets with ``deadline``."""
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):  # type: ignore[no-untyped-def]
+            return self.do_open(functools.partial(_HTTPConnection, deadline=deadline), req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):  # type: ignore[no-untyped-def]
+            return self.do_open(
+                functools.partial(_HTTPSConnection, deadline=deadline),
+                req,
+                context=self._context,
+            )
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def _download(url: str, dest: Path, archive_sha256: str | None, timeout: float = 900.0) -> None:
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https", "file"):
         raise ValueError(f"unsupported URL scheme {scheme!r} in {url} (use http, https or file)")
     print(f"numlstm: downloading {url} -> {dest.parent}", file=sys.stderr, flush=True)
     h = hashlib.sha256()
     received = 0
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
-            length = resp.headers.get("Content-Length")
-            while chunk := resp.read(_CHUNK):
-                out.write(chunk)
-                h.update(chunk)
-                received += len(chunk)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise DataError(f"could not download {url}: {e}") from e
+    length = None
+    with _Deadline(timeout) as deadline:
+        try:
+            with (
+                _opener(deadline).open(url, timeout=min(_READ_TIMEOUT, timeout)) as resp,
+                open(dest, "wb") as out,
+            ):
+                length = resp.headers.get("Content-Length")
+                read = getattr(resp, "read1", resp.read)  # read1: returns what has arrived
+                while True:
+                    deadline.check()
+                    chunk = read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+            deadline.check()
+        except _DOWNLOAD_ERRORS as e:
+            if deadline.expired:
+                raise DataError(
+                    f"could not download {url}: no complete answer within the "
+                    f"{timeout:g} s deadline ({received} bytes received)"
+                ) from e
+            raise DataError(f"could not download {url}: {type(e).__name__}: {e}") from e
     if length is not None and length.isdigit() and int(length) != received:
         raise DataError(f"download of {url} truncated: got {received} of {length} bytes")
     if archive_sha256 is not None and h.hexdigest() != archive_sha256.lower():
@@ -651,12 +839,13 @@ def _download_and_extract(
     directory: Path,
     archive_sha256: str | None,
     file_sha256: Mapping[str, str] | None,
+    timeout: float = 900.0,
 ) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".simple-examples.", suffix=".tgz.part")
     os.close(fd)
     archive = Path(tmp_name)
     try:
-        _download(url, archive, archive_sha256)
+        _download(url, archive, archive_sha256, timeout)
         seen: set[str] = set()
         try:
             with tarfile.open(archive, mode="r:gz") as tf:

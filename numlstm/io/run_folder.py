@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint
+
 CHECKPOINT = "checkpoint.npz"
 LOCK = ".lock"
 RUN_FILES = (CHECKPOINT, "log.csv", "summary.json")
@@ -142,16 +144,17 @@ def write_json(path: Path, obj: dict) -> None:
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Remove the temporary files that an interrupted atomic write left in ``folder``.
 
-    Only names of the forms our writers use (``.checkpoint.npz.*.tmp`` from checkpoint.py,
-    ``.<run file>.<pid>.tmp`` from ``write_atomic``) are touched, and only while the folder's
-    lock is held, so no live writer can own them.
+    Only names of the forms our writers use are touched (``.checkpoint.npz.XXXXXXXX.tmp`` from
+    checkpoint.py, ``.<run file>.<pid>.tmp`` from ``write_atomic``), and only while the
+    folder's lock is held, so that no live writer can own them.
     """
-    removed = []
-    for name in (*RUN_FILES, "perplexity.png"):
+    removed = checkpoint.remove_stale_temp_files(folder, CHECKPOINT)
+    for name in ("log.csv", "summary.json", "perplexity.png"):
         for p in folder.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
+            if p.name[len(name) + 2 : -4].isdigit():  # .<name>.<pid>.tmp
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
     return removed
 
 

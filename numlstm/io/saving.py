@@ -9,14 +9,16 @@ models too, with their resumption data in ``meta["training"]`` and extra arrays 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..model import LanguageModel
+from ..model import CELLS, LanguageModel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 MODEL_KIND = "numlstm-language-model"
@@ -60,8 +62,79 @@ def save_model(
     return save_checkpoint(path, arrays, meta)
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[LanguageModel, list[str], dict]:
+_CONFIG_KEYS = frozenset(
+    ("vocab_size", "hidden_size", "num_layers", "cell", "forget_bias", "reset_after", "dtype",
+     "init_scale")
+)  # fmt: skip
+_LAYER_RE = re.compile(r"l(\d+)\.Wx")
+
+
+def _expected_params(path: object, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+                     ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:  # fmt: skip
+    """Parameter names -> (shape, dtype) the saved config implies, checked against the arrays
+    actually present *before* anything of the config's size is allocated."""
+
+    def bad(msg: str) -> CheckpointError:
+        return CheckpointError(f"{path}: invalid model config: {msg}")
+
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        raise bad(f"unknown key(s) {unknown}")
+    for key in ("vocab_size", "hidden_size", "num_layers"):
+        v = config.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(f"{key} must be a positive integer, got {v!r}")
+    cell = config.get("cell", "lstm")
+    if cell not in CELLS:
+        raise bad(f"cell must be one of {CELLS}, got {cell!r}")
+    dtype_name = config.get("dtype", "float32")
+    if dtype_name not in ("float32", "float64"):
+        raise bad(f"dtype must be 'float32' or 'float64', got {dtype_name!r}")
+    for key in ("forget_bias", "init_scale"):
+        v = config.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise bad(f"{key} must be a finite number, got {v!r}")
+    if not isinstance(config.get("reset_after", True), bool):
+        raise bad(f"reset_after must be true or false, got {config.get('reset_after')!r}")
+    V, H, L = config["vocab_size"], config["hidden_size"], config["num_layers"]
+    emb = arrays.get("embedding")
+    if emb is None or emb.shape != (V, H):
+        got = None if emb is None else list(emb.shape)
+        raise CheckpointError(
+            f"{path}: config says vocab_size={V}, hidden_size={H}, but the saved 'embedding' "
+            f"has shape {got}"
+        )
+    layers = sorted(int(m.group(1)) for k in arrays if (m := _LAYER_RE.fullmatch(k)))
+    if layers != list(range(L)):
+        raise CheckpointError(
+            f"{path}: config says num_layers={L}, but the checkpoint holds "
+            f"{len(layers)} layer(s) of weights"
+        )
+    dtype, G = np.dtype(dtype_name), 4 if cell == "lstm" else 3
+    shapes: dict[str, tuple[int, ...]] = {"embedding": (V, H)}
+    for layer in range(L):
+        shapes[f"l{layer}.Wx"] = shapes[f"l{layer}.Wh"] = (H, G * H)
+        biases = ("b",) if cell == "lstm" else ("bx", "bh")
+        shapes.update({f"l{layer}.{b}": (G * H,) for b in biases})
+    shapes["softmax_w"], shapes["softmax_b"] = (H, V), (V,)
+    return {k: (s, dtype) for k, s in shapes.items()}
+
+
+def load_model(
+    path: str | os.PathLike[str], *, allow_nonfinite: bool = False
+) -> tuple[LanguageModel, list[str], dict]:
     """Load a file written by :func:`save_model`.
+
+    The saved config is checked against the arrays actually in the file (names, shapes,
+    dtypes, number of layers, vocabulary size) before a model is built, so a crafted config
+    cannot make this allocate more than the file holds.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    allow_nonfinite : bool, default False
+        Accept parameters holding NaN or inf (a training checkpoint never legitimately does;
+        only for inspecting a diverged run).
 
     Returns
     -------
@@ -75,34 +148,41 @@ def load_model(path: str | os.PathLike[str]) -> tuple[LanguageModel, list[str], 
     ------
     CheckpointError
         Missing / corrupt file (from ``load_checkpoint``), a checkpoint that is not a saved
-        model, or parameters whose names, shapes or dtypes do not match the config.
+        model, an invalid config, parameters whose names, shapes or dtypes do not match the
+        config, a vocabulary that is not V distinct strings, or (unless ``allow_nonfinite``)
+        a parameter holding NaN or inf; the message names the path and the parameter.
     """
     arrays, meta = load_checkpoint(path)
     config, vocab = meta.get("model"), meta.get("vocab")
     if meta.get("kind") != MODEL_KIND or not isinstance(config, dict):
         raise CheckpointError(f"{path}: not a saved language model (write it with save_model)")
-    try:
-        model = LanguageModel(**{**config, "dtype": np.dtype(config.get("dtype", "float32"))})
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid model config {config}: {e}") from None
-    if (
-        not isinstance(vocab, list)
-        or len(vocab) != model.vocab_size
-        or not all(isinstance(w, str) for w in vocab)
-    ):
-        raise CheckpointError(f"{path}: 'vocab' must be a list of {model.vocab_size} strings")
-    missing = [k for k in model.params if k not in arrays]
-    extra = [k for k in arrays if k not in model.params and not k.startswith(EXTRA_PREFIXES)]
+    expected = _expected_params(path, config, arrays)
+    V = config["vocab_size"]
+    if not isinstance(vocab, list) or len(vocab) != V or not all(isinstance(w, str) for w in vocab):
+        raise CheckpointError(f"{path}: 'vocab' must be a list of {V} strings")
+    if len(set(vocab)) != V:
+        raise CheckpointError(f"{path}: 'vocab' holds the same word more than once")
+    extra = [k for k in arrays if k not in expected and not k.startswith(EXTRA_PREFIXES)]
+    missing = [k for k in expected if k not in arrays]
     if missing or extra:
         raise CheckpointError(
             f"{path}: parameters do not match the config: missing {missing}, unexpected {extra}"
         )
-    for name, dest in model.params.items():
+    for name, (shape, dtype) in expected.items():
         a = arrays[name]
-        if a.shape != dest.shape or a.dtype != dest.dtype:
+        if a.shape != shape or a.dtype != dtype:
             raise CheckpointError(
-                f"{path}: parameter {name!r} is {a.dtype}{a.shape}, the config "
-                f"needs {dest.dtype}{dest.shape}"
+                f"{path}: parameter {name!r} is {a.dtype}{a.shape}, the config needs {dtype}{shape}"
             )
-        dest[...] = a
+        if not allow_nonfinite and not np.isfinite(a).all():
+            raise CheckpointError(
+                f"{path}: parameter {name!r} holds NaN or inf values (a diverged run?); "
+                "refusing to load it"
+            )
+    try:
+        model = LanguageModel(**{**config, "dtype": np.dtype(config.get("dtype", "float32"))})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid model config {config}: {e}") from None
+    for name, dest in model.params.items():
+        dest[...] = arrays[name]
     return model, vocab, meta

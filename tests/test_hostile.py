@@ -1,0 +1,370 @@
+"""Hostile inputs, one row each: what is run, and the error (or exit code) it must give.
+
+Every row is a :class:`Case`. ``run`` is either
+
+* a callable ``run(env)`` (``env.tmp`` is a fresh folder, ``env.mp`` pytest's monkeypatch);
+  the case passes when it raises ``expect`` (an exception type) whose message contains
+  ``fragment``; or
+* a CLI argv for ``python -m numlstm`` (run in-process through ``numlstm.cli.main``), where
+  ``{tmp}`` stands for the fresh folder; the case passes when it returns exit code ``expect``
+  (an int), prints ``fragment`` on stderr and no traceback.
+
+``setup(env)`` (optional) prepares files first, e.g. ``setup=nan_model`` writes
+``{tmp}/nan.npz``. Every case runs under a 30 s alarm, so a case that would hang fails.
+
+To add a case, append a ``Case(...)`` to ``CASES`` (or to a new list added to it); reuse the
+file builders below (``tiny_model``, ``crafted_model``, ``raw_npz``, ...).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.lib import format as npy_format
+
+from numlstm import cli
+from numlstm.generate import generate
+from numlstm.gradcheck import gradcheck
+from numlstm.io import ptb
+from numlstm.io.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+from numlstm.io.ptb import DataError
+from numlstm.io.saving import load_model, save_model
+from numlstm.model import LanguageModel
+from numlstm.optim import SGD, Adam, clip_factor
+
+WORDS = ["<unk>", "<eos>", "the", "a", "cat", "sat"]
+ALARM_S = 30
+
+
+@dataclass
+class Env:
+    tmp: Path
+    mp: pytest.MonkeyPatch
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    run: Callable[[Env], object] | Sequence[str]
+    expect: type[BaseException] | int
+    fragment: str
+    setup: Callable[[Env], object] | None = None
+
+
+# ---------------------------------------------------------------------------------- builders
+
+
+def tiny_model(seed: int = 0) -> LanguageModel:
+    return LanguageModel(len(WORDS), 4, 1, seed=seed)
+
+
+def model_file(env: Env, name: str = "m.npz") -> Path:
+    """A valid saved model at ``env.tmp / name``."""
+    return save_model(env.tmp / name, tiny_model(), WORDS)
+
+
+def crafted_model(env: Env, name: str = "bad.npz", *, arrays=None, **meta_changes) -> Path:
+    """A valid model's arrays and meta re-saved (checksums intact) with changed meta/arrays;
+    ``model=...`` entries given as ``model_<key>`` update the saved config."""
+    good, meta = load_checkpoint(model_file(env))
+    meta = json.loads(json.dumps(meta))
+    for key, value in meta_changes.items():
+        if key.startswith("model_"):
+            meta["model"][key[len("model_") :]] = value
+        else:
+            meta[key] = value
+    return save_checkpoint(env.tmp / name, {**good, **(arrays or {})}, meta)
+
+
+def load_crafted(**meta_changes) -> Callable[[Env], object]:
+    """A case: ``load_model`` of ``crafted_model(env, **meta_changes)``."""
+    return lambda env: load_model(crafted_model(env, **meta_changes))
+
+
+def nan_model(env: Env) -> Path:
+    m = tiny_model()
+    m.params["softmax_b"][2] = np.nan
+    return save_model(env.tmp / "nan.npz", m, WORDS)
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    npy_format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
+    """Just the .npy header of an array of this shape and dtype (no data)."""
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def meta_member(arrays: dict[str, dict], meta: dict | None = None, raw: bytes | None = None):
+    blob = raw
+    if blob is None:
+        header = {"format": "numlstm-checkpoint", "format_version": 1, "meta": meta or {}}
+        blob = json.dumps({**header, "arrays": arrays}).encode()
+    return npy_bytes(np.frombuffer(blob, np.uint8))
+
+
+def raw_npz(path: Path, members: dict[str, bytes], compress: bool = False) -> Path:
+    """A zip with exactly these members (name -> bytes), nothing checked."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def entry(shape: list[int], dtype: str = "<f8") -> dict:
+    return {"dtype": dtype, "shape": shape, "sha256": "0" * 64}
+
+
+def huge_npy_header(env: Env) -> Path:
+    """Metadata and .npy header both declare 10**12 float64; the member holds 8 bytes."""
+    data = npy_header((10**12,)) + b"\0" * 8
+    return raw_npz(
+        env.tmp / "huge.npz", {"__meta__.npy": meta_member({"w": entry([10**12])}), "w.npy": data}
+    )
+
+
+def deep_json(env: Env) -> Path:
+    raw = b'{"format": "numlstm-checkpoint", "format_version": 1, "meta": ' + b"[" * 100_000
+    return raw_npz(env.tmp / "deep.npz", {"__meta__.npy": meta_member({}, raw=raw)})
+
+
+def deflate_bomb(env: Env) -> Path:
+    """An array whose .npy header says 4 floats, followed by 20 MB of deflated zeros."""
+    data = npy_header((4,)) + bytes(32 + 20 * 2**20)
+    members = {"__meta__.npy": meta_member({"w": entry([4])}), "w.npy": data}
+    return raw_npz(env.tmp / "bomb.npz", members, compress=True)
+
+
+def duplicate_member(env: Env) -> Path:
+    path = env.tmp / "dup.npz"
+    w = npy_bytes(np.ones(2))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("__meta__.npy", meta_member({"w": entry([2])}))
+        zf.writestr("w.npy", w)
+        with pytest.warns(UserWarning):
+            zf.writestr("w.npy", w)
+    return path
+
+
+def fifo(env: Env) -> Path:
+    path = env.tmp / "fifo.npz"
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(path)
+    return path
+
+
+def edited_cache(env: Env) -> None:
+    """A cache holding the word files, one of them edited after download."""
+    d = env.tmp / "cache"
+    d.mkdir()
+    texts = {"ptb.train.txt": " a b \n", "ptb.valid.txt": " a \n", "ptb.test.txt": " b \n"}
+    for name, text in texts.items():
+        (d / name).write_text(text)
+    sha = {n: __import__("hashlib").sha256(t.encode()).hexdigest() for n, t in texts.items()}
+    env.mp.setenv("NUMLSTM_DATA_DIR", str(d))
+    assert ptb.ensure_ptb(file_sha256=sha, download=False) == d  # intact: accepted
+    (d / "ptb.valid.txt").write_text(" b \n")  # same size, other content
+    ptb.ensure_ptb(file_sha256=sha, download=False)
+
+
+def data_dir_env(value: Callable[[Path], Path]) -> Callable[[Env], object]:
+    """ensure_ptb() with NUMLSTM_DATA_DIR set to ``value(tmp)`` and a (never reached) URL."""
+
+    def run(env: Env) -> object:
+        env.mp.setenv("NUMLSTM_DATA_DIR", str(value(env.tmp)))
+        return ptb.ensure_ptb(url=(env.tmp / "none.tgz").as_uri())
+
+    return run
+
+
+def a_file(tmp: Path) -> Path:
+    (tmp / "plain").write_text("x")
+    return tmp / "plain"
+
+
+def read_only_dir(tmp: Path) -> Path:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    d = tmp / "ro"
+    d.mkdir(mode=0o500)
+    return d / "ptb"
+
+
+def sgd_step_with(bad: float) -> Callable[[Env], object]:
+    def run(env: Env) -> object:
+        p = {"w": np.ones(3, np.float32)}
+        return SGD(p, 0.1).step({"w": np.array([1.0, bad, 0.0], np.float32)})
+
+    return run
+
+
+def set_attr(obj_factory: Callable[[], object], name: str, value: object):
+    return lambda env: setattr(obj_factory(), name, value)
+
+
+def _params() -> dict[str, np.ndarray]:
+    return {"w": np.ones(3, np.float32)}
+
+
+# ---------------------------------------------------------------------------------- the table
+
+CKPT = "{tmp}/m.npz"
+NAN = "{tmp}/nan.npz"
+GEN = ["generate", "--checkpoint", CKPT, "--prime", "the cat"]
+
+CASES: list[Case] = [
+    # -- checkpoint.py / saving.py: nothing declared is believed before it is checked
+    Case("ckpt config vocab_size 2e8", load_crafted(model_vocab_size=200_000_000),
+         CheckpointError, "vocab_size=200000000"),
+    Case("ckpt config num_layers 1e6", load_crafted(model_num_layers=10**6),
+         CheckpointError, "num_layers=1000000"),
+    Case("ckpt config hidden_size mismatch", load_crafted(model_hidden_size=5),
+         CheckpointError, "hidden_size=5"),
+    Case("ckpt config unknown key", load_crafted(model_evil=1),
+         CheckpointError, "unknown key"),
+    Case("ckpt config bool num_layers", load_crafted(model_num_layers=True),
+         CheckpointError, "num_layers must be a positive integer"),
+    Case("ckpt config nan forget_bias", load_crafted(model_forget_bias=float("nan")),
+         CheckpointError, "forget_bias"),
+    Case("ckpt vocab duplicates", load_crafted(vocab=["a"] * len(WORDS)),
+         CheckpointError, "more than once"),
+    Case("ckpt npy header 1e12 elements", lambda e: load_checkpoint(huge_npy_header(e)),
+         CheckpointError, "declares 8000000000000 data bytes"),
+    Case("ckpt JSON nested 100000 deep", lambda e: read_meta(deep_json(e)),
+         CheckpointError, "nested too deeply"),
+    Case("ckpt deflate bomb behind a small npy header", lambda e: load_checkpoint(deflate_bomb(e)),
+         CheckpointError, "archive member holds"),
+    Case("ckpt duplicate zip member", lambda e: load_checkpoint(duplicate_member(e)),
+         CheckpointError, "appears twice"),
+    Case("ckpt FIFO", lambda e: load_checkpoint(fifo(e)), CheckpointError, "regular file"),
+    Case("ckpt FIFO read_meta", lambda e: read_meta(fifo(e)), CheckpointError, "regular file"),
+    Case("ckpt directory", lambda e: load_checkpoint(e.tmp), CheckpointError, "a directory"),
+    Case("ckpt NaN weights", lambda e: load_model(nan_model(e)),
+         CheckpointError, "parameter 'softmax_b' holds NaN or inf"),
+    # -- generate.py
+    Case("generate NaN weights (internal sampler)",
+         lambda e: generate(load_model(nan_model(e), allow_nonfinite=True)[0], [2], 3, seed=0),
+         ValueError, "NaN"),
+    Case("generate greedy NaN weights",
+         lambda e: generate(load_model(nan_model(e), allow_nonfinite=True)[0], [2], 3,
+                            temperature=0),
+         ValueError, "NaN"),
+    Case("cli generate NaN checkpoint", ["generate", "--checkpoint", NAN, "--prime", "the"], 2,
+         "numlstm generate: error:", setup=nan_model),
+    Case("cli generate checkpoint is a directory",
+         ["generate", "--checkpoint", "{tmp}", "--prime", "the"], 2, "a directory"),
+    Case("cli generate checkpoint is a FIFO",
+         ["generate", "--checkpoint", "{tmp}/fifo.npz", "--prime", "the"], 2, "regular file",
+         setup=fifo),
+    Case("cli generate --words -5", [*GEN, "--words", "-5"], 2, "--words", setup=model_file),
+    Case("cli generate --temperature nan", [*GEN, "--temperature", "nan"], 2, "--temperature",
+         setup=model_file),
+    Case("cli generate --temperature inf", [*GEN, "--temperature", "inf"], 2, "--temperature",
+         setup=model_file),
+    Case("cli generate --temperature -1", [*GEN, "--temperature", "-1"], 2, "--temperature",
+         setup=model_file),
+    Case("cli generate --top-k 0", [*GEN, "--top-k", "0"], 2, "--top-k", setup=model_file),
+    Case("cli generate --top-p 0", [*GEN, "--top-p", "0"], 2, "--top-p", setup=model_file),
+    Case("cli generate --top-p nan", [*GEN, "--top-p", "nan"], 2, "--top-p", setup=model_file),
+    Case("cli generate --top-p 1.5", [*GEN, "--top-p", "1.5"], 2, "--top-p", setup=model_file),
+    Case("cli generate --seed -1", [*GEN, "--seed", "-1"], 2, "--seed", setup=model_file),
+    # -- cli.py evaluate reads checkpoints through load_model
+    Case("cli evaluate checkpoint is a FIFO",
+         ["evaluate", "--checkpoint", "{tmp}/fifo.npz", "--data-dir", "{tmp}"], 2,
+         "regular file", setup=fifo),
+    # -- optim.py
+    Case("SGD lr nan", lambda e: SGD(_params(), float("nan")), ValueError, "lr"),
+    Case("SGD lr -1", lambda e: SGD(_params(), -1.0), ValueError, "lr"),
+    Case("SGD lr assigned inf", set_attr(lambda: SGD(_params(), 0.1), "lr", float("inf")),
+         ValueError, "lr"),
+    Case("SGD lr str", lambda e: SGD(_params(), "0.1"), TypeError, "lr"),
+    Case("Adam lr nan", lambda e: Adam(_params(), lr=float("nan")), ValueError, "lr"),
+    Case("Adam beta1 1.0", lambda e: Adam(_params(), beta1=1.0), ValueError, "beta1"),
+    Case("Adam beta2 nan", lambda e: Adam(_params(), beta2=float("nan")), ValueError, "beta2"),
+    Case("Adam eps 0", lambda e: Adam(_params(), eps=0.0), ValueError, "eps"),
+    Case("Adam eps assigned -1", set_attr(lambda: Adam(_params()), "eps", -1.0),
+         ValueError, "eps"),
+    Case("SGD step NaN gradient", sgd_step_with(np.nan), FloatingPointError, "'w'"),
+    Case("SGD step inf gradient", sgd_step_with(np.inf), FloatingPointError, "'w'"),
+    Case("SGD step grad_scale nan",
+         lambda e: SGD(_params(), 0.1).step({"w": np.ones(3, np.float32)}, float("nan")),
+         ValueError, "grad_scale"),
+    Case("Adam step NaN gradient",
+         lambda e: Adam(_params()).step({"w": np.array([np.nan, 0, 0], np.float32)}),
+         FloatingPointError, "'w'"),
+    Case("clip_factor max_norm -1", lambda e: clip_factor(10.0, -1.0), ValueError, "max_norm"),
+    Case("clip_factor max_norm 0", lambda e: clip_factor(10.0, 0.0), ValueError, "max_norm"),
+    Case("clip_factor max_norm nan", lambda e: clip_factor(10.0, float("nan")), ValueError,
+         "max_norm"),
+    Case("clip_factor max_norm inf", lambda e: clip_factor(10.0, float("inf")), ValueError,
+         "max_norm"),
+    # -- gradcheck.py
+    Case("gradcheck f returns an array",
+         lambda e: gradcheck(lambda: np.ones(3), {"x": np.ones(2)}, {"x": np.zeros(2)}),
+         TypeError, "f must return a scalar loss (a float), got an array of shape (3,)"),
+    Case("gradcheck f returns None",
+         lambda e: gradcheck(lambda: None, {"x": np.ones(2)}, {"x": np.zeros(2)}),
+         TypeError, "got NoneType"),
+    # -- ptb.py cache
+    Case("ptb NUMLSTM_DATA_DIR is a file", data_dir_env(a_file), DataError, "NUMLSTM_DATA_DIR"),
+    Case("ptb NUMLSTM_DATA_DIR under a file", data_dir_env(lambda t: a_file(t) / "ptb"),
+         DataError, "NUMLSTM_DATA_DIR"),
+    Case("ptb NUMLSTM_DATA_DIR not creatable", data_dir_env(lambda t: Path("/sys/numlstm-x")),
+         DataError, "NUMLSTM_DATA_DIR"),
+    Case("ptb NUMLSTM_DATA_DIR read-only parent", data_dir_env(read_only_dir), DataError,
+         "NUMLSTM_DATA_DIR"),
+    Case("ptb edited cached file", edited_cache, DataError, "edited or damaged"),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- the runner
+
+
+def _alarm(signum, frame):
+    raise TimeoutError(f"hostile case still running after {ALARM_S} s (hangs?)")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_hostile(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    env = Env(tmp_path, monkeypatch)
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(ALARM_S)
+    try:
+        if case.setup is not None:
+            case.setup(env)
+        if callable(case.run):
+            assert isinstance(case.expect, type), "a callable case expects an exception type"
+            with pytest.raises(case.expect) as info:
+                case.run(env)
+            assert case.fragment in str(info.value)
+        else:
+            argv = [a.replace("{tmp}", str(tmp_path)) for a in case.run]
+            code = cli.main(argv)
+            err = capsys.readouterr().err
+            assert code == case.expect, err
+            assert case.fragment in err
+            assert "Traceback" not in err
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_case_names_are_unique() -> None:
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
