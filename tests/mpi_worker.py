@@ -3,10 +3,12 @@ and, for the one-process reference, in the test process itself.
 
     steps OUT.npz DTYPE THREADS MODE   20 training steps of a tiny model (train.train_step with
                                        distributed.DistributedStep); rank 0 saves losses, params
-    train OUT_DIR DTYPE [--resume] [--stop-after N] [--mpi]
+    train OUT_DIR DTYPE [--resume] [--stop-after N] [--fail-after N] [--big]
                                        train.train on the tiny config below; --stop-after N sends
                                        SIGINT to rank 0 alone after N steps (the run must save
-                                       a checkpoint on every rank's agreement and stop)
+                                       a checkpoint on every rank's agreement and stop);
+                                       --fail-after N raises an error in rank 1 alone after N
+                                       steps; --big trains 40 epochs (time to kill a rank)
 """
 
 from __future__ import annotations
@@ -76,20 +78,26 @@ def main(argv: list[str]) -> int:
         if dist.is_root:
             np.savez(target, **result)
         return 0
-    stop_after = int(argv[argv.index("--stop-after") + 1]) if "--stop-after" in argv else None
-    if stop_after is not None:
-        real_step, calls = train_module.train_step, [0]
 
-        def step_then_signal(*args, **kwargs):
-            result = real_step(*args, **kwargs)
-            calls[0] += 1
-            if calls[0] == stop_after and distributed.launcher_rank() == 0:
-                os.kill(os.getpid(), signal.SIGINT)  # rank 0 alone sees it
-            return result
+    def option(name: str) -> int | None:
+        return int(argv[argv.index(name) + 1]) if name in argv else None
 
-        train_module.train_step = step_then_signal
+    stop_after, fail_after = option("--stop-after"), option("--fail-after")
+    real_step, calls = train_module.train_step, [0]
+
+    def step_then_signal(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == stop_after and distributed.launcher_rank() == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # rank 0 alone sees it
+        if calls[0] == fail_after and distributed.launcher_rank() == 1:
+            raise RuntimeError("rank 1 failed on purpose")
+        return result
+
+    train_module.train_step = step_then_signal
+    config = CONFIG.replace(max_max_epoch=40) if "--big" in argv else CONFIG
     try:
-        summary = train_module.train(CONFIG, data(), target, seed=1, resume="--resume" in argv,
+        summary = train_module.train(config, data(), target, seed=1, resume="--resume" in argv,
                                      progress="none", log=lambda s: None, threads=1,
                                      checkpoint_every=None, dtype=dtype,
                                      mpi=True if "--mpi" in argv else None)  # fmt: skip
