@@ -12,6 +12,7 @@ examples:
   python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
   python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
   python -m numlstm generate --checkpoint ... --prime "the company said" --words 50
+  mpirun -n 4 python -m numlstm train --config medium     # one run over 4 MPI processes
 
 Data: --data-dir DIR, else $NUMLSTM_DATA_DIR, else ~/.cache/numlstm/ptb (downloaded there once).
 """
@@ -153,6 +154,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=_count(1), default=None, metavar="N",
                    help="row blocks of each batch trained side by side, one thread each "
                    "(default: one per core; 1: BLAS's own threads)")  # fmt: skip
+    p.add_argument("--mpi", action=argparse.BooleanOptionalAction, default=None,
+                   help="train in the ranks of an MPI job (pip install 'numlstm[mpi]'; default: "
+                   "when started by mpirun/mpiexec with more than one process)")  # fmt: skip
     _add_data_args(p)
     overrides = p.add_argument_group("config overrides (tutorial field names)")
     for f in dataclasses.fields(get_config("small")):
@@ -160,17 +164,23 @@ def train_main(argv: list[str] | None = None) -> int:
         overrides.add_argument(*flags, dest=f.name, type=int if f.type == "int" else float,
                                default=None, metavar="V")  # fmt: skip
     args = p.parse_args(argv)
+    from .fast.distributed import MPIUnavailable
+
     try:
         with _stop_on_sigterm():
             return _train(args)
     except KeyboardInterrupt as e:  # train.Interrupted names the signal; plain Ctrl-C is SIGINT
         return 128 + getattr(e, "signum", 2)
-    except (ptb.DataError, *USER_ERRORS) as e:
+    except (ptb.DataError, MPIUnavailable, *USER_ERRORS) as e:
         return _error("train", e)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .fast.distributed import launcher_rank
     from .train import train  # imported here so that `--help` is instant
+
+    # Under mpirun, rank 0 alone prints (launcher_rank reads the environment: no MPI import).
+    print_ = print if launcher_rank() == 0 else (lambda *a, **k: None)
 
     config = get_config(args.config)
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)}
@@ -178,14 +188,14 @@ def _train(args: argparse.Namespace) -> int:
         # The tutorial's lr 1.0 is tuned for the LSTM; the GRU diverges with it (valid
         # perplexity 419,279 after one epoch) and trains well with 0.5 (docs/results.md).
         changes["learning_rate"] = 0.5
-        print("GRU: learning_rate 0.5 (the tutorial's 1.0 makes the GRU diverge)")
+        print_("GRU: learning_rate 0.5 (the tutorial's 1.0 makes the GRU diverge)")
     config = config.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
     out = args.out or f"runs/{args.config}-{args.cell}"
-    print(f"config {args.config}: {config}")
+    print_(f"config {args.config}: {config}")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     train(config, _data(data_dir, args.limit_tokens), out, cell=args.cell, seed=args.seed,
           resume=args.resume, progress=args.progress, threads=args.threads,
-          checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+          checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, mpi=args.mpi,
           data_source={"data_dir": data_dir, "limit_tokens": args.limit_tokens or 0})  # fmt: skip
     return 0
 

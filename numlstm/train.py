@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
+from .fast import distributed
 from .fast.fast_eval import evaluate_sequence
 from .fast.parallel import DataParallel, default_threads
 from .io import ptb, run_folder
@@ -245,6 +246,8 @@ def train(
     checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY,
     overwrite: bool = False,
     data_source: dict | None = None,
+    mpi: bool | None = None,
+    dtype: type | np.dtype = np.float32,
 ) -> dict:
     """Train on ``data.train``, validate after each epoch, test at the end; returns a summary.
 
@@ -263,6 +266,11 @@ def train(
     SIGTERM, and ``RunFolderError`` for a folder it must not touch. ``data_source`` (JSON-able,
     e.g. ``{"data_dir": ..., "limit_tokens": ...}``) is recorded in the checkpoint so that
     ``numlstm evaluate`` scores the same data by default.
+
+    ``mpi``: train in the ranks of an MPI job (fast/distributed.py): True, False, or None (default)
+    for "when an MPI launcher started this process with a world size above 1". Rank 0 alone
+    holds the folder's lock and writes files; every rank returns the summary. ``dtype``: the
+    parameters' dtype (float32, or float64 for exact comparisons in tests).
     """
     out = Path(out_dir)
     config.validate()
@@ -280,68 +288,124 @@ def train(
                                              math.isfinite(checkpoint_every)):  # fmt: skip
         raise ValueError(f"checkpoint_every must be a number of seconds >= 0, "
                          f"got {checkpoint_every}")  # fmt: skip
-    run_folder.check_writable(out)
-    with run_folder.lock(out):
-        run_folder.remove_stale_temp_files(out)
-        return _train_locked(config, data, out, cell=cell, seed=seed, resume=resume,
-                             progress=progress, log=log, threads=threads,
-                             checkpoint_every=checkpoint_every or None,
-                             overwrite=overwrite, data_source=data_source)  # fmt: skip
+    args = dict(cell=cell, seed=seed, resume=resume, threads=threads, overwrite=overwrite,
+                checkpoint_every=checkpoint_every or None, data_source=data_source,
+                dtype=dtype)  # fmt: skip
+    if not distributed.requested(mpi):  # mpi4py is not even imported
+        run_folder.check_writable(out)
+        with run_folder.lock(out):
+            run_folder.remove_stale_temp_files(out)
+            return _train_locked(config, data, out, progress=progress, log=log, **args)
+    # MPI: an error on one rank alone aborts the job (the others would wait forever).
+    dist = distributed.start()
+    with dist.guard(Interrupted, TrainingDiverged), contextlib.ExitStack() as stack:
+
+        def take_folder() -> None:  # rank 0 alone owns the run folder
+            run_folder.check_writable(out)
+            stack.enter_context(run_folder.lock(out))
+            run_folder.remove_stale_temp_files(out)
+
+        dist.on_root(take_folder)
+        if not dist.is_root:
+            log, progress = (lambda message: None), "none"
+        return _train_locked(config, data, out, progress=progress, log=log, dist=dist, **args)
 
 
 def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, seed: int,
                   resume: bool, progress: str, log: Callable[[str], None], threads: int | None,
-                  checkpoint_every: float | None, overwrite: bool,
-                  data_source: dict | None) -> dict:  # fmt: skip
-    """``train`` once the folder's lock is held."""
+                  checkpoint_every: float | None, overwrite: bool, data_source: dict | None,
+                  dtype: type | np.dtype = np.float32,
+                  dist: distributed.Distributed | None = None) -> dict:  # fmt: skip
+    """``train`` once the folder's lock is held (by rank 0, under MPI: ``dist``)."""
     ckpt_path = out / CHECKPOINT
     B, T = config.batch_size, config.num_steps
     n_batches = ptb.epoch_size(len(data.train), B, T)
     splits = {"train": data.train, "valid": data.valid, "test": data.test}
     fingerprint = run_folder.data_fingerprint(splits, data.id_to_word)
-    existing = run_folder.existing_run(out)
-    if existing and not resume:
-        if not overwrite:
-            raise RunFolderError(
-                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
-                "it, --overwrite to replace it, or choose another --out")  # fmt: skip
-        for name in (*run_folder.RUN_FILES, "perplexity.png"):
-            (out / name).unlink(missing_ok=True)
-        log(f"--overwrite: removed the previous run in {out}")
+    writer = dist is None or dist.is_root  # the one process that writes files
+    loaded: dict = {}  # the writer's checkpoint: model and carried state
 
-    model = LanguageModel(
-        config.vocab_size, config.hidden_size, config.num_layers, cell=cell,
-        init_scale=config.init_scale, forget_bias=0.0, seed=seed,
-    )  # fmt: skip
-    rng = np.random.default_rng(seed + 1)  # dropout masks
-    epoch, step, costs, iters, history, state = 0, 0, 0.0, 0, [], None
-    segments: list[dict] = []
-    epoch_seconds = 0.0  # training seconds of the current epoch spent in earlier segments
-    if resume and ckpt_path.exists():
+    def setup() -> dict:
+        """The folder checks and the resumption data (under MPI on rank 0 alone, then shared
+        by broadcast: the other machines need not see the folder)."""
+        existing = run_folder.existing_run(out)
+        if existing and not resume:
+            if not overwrite:
+                raise RunFolderError(
+                    f"{out} already holds a run ({', '.join(existing)}); pass --resume to "
+                    "continue it, --overwrite to replace it, or choose another --out")  # fmt: skip
+            for name in (*run_folder.RUN_FILES, "perplexity.png"):
+                (out / name).unlink(missing_ok=True)
+            log(f"--overwrite: removed the previous run in {out}")
+        if not (resume and ckpt_path.exists()):
+            if resume:
+                log(f"No checkpoint in {out}; starting a new run")
+            return {}
         model, _, meta = load_model(ckpt_path)
         saved = meta.get("training", {})
         _check_resume(saved, model.cell, cell, config, fingerprint, n_batches, ckpt_path, log)
-        epoch, step, history = saved["epoch"], saved["step"], saved["history"]
-        costs, iters = saved["costs"], saved["iters"]
         segments = saved.get("segments", [])
         run_folder.close_unfinished(segments)
-        epoch_seconds = float(saved.get("epoch_seconds", 0.0))
-        rng.bit_generator.state = saved["rng"]
-        if step > 0:  # interrupted mid-epoch: the carried state was saved too
-            state = _state_from_arrays(load_checkpoint(ckpt_path)[0], model)
-        log(f"Resuming from {ckpt_path}: epoch {epoch + 1}, step {step} "
+        loaded["model"] = model
+        if saved["step"] > 0:  # interrupted mid-epoch: the carried state was saved too
+            loaded["state"] = {k: a for k, a in load_checkpoint(ckpt_path)[0].items()
+                               if k.startswith("state.")}  # fmt: skip
+        log(f"Resuming from {ckpt_path}: epoch {saved['epoch'] + 1}, step {saved['step']} "
             f"(segment {len(segments) + 1})")  # fmt: skip
-    elif resume:
-        log(f"No checkpoint in {out}; starting a new run")
+        return {"epoch": saved["epoch"], "step": saved["step"], "history": saved["history"],
+                "costs": saved["costs"], "iters": saved["iters"], "segments": segments,
+                "epoch_seconds": float(saved.get("epoch_seconds", 0.0)),
+                "rng": saved["rng"]}  # fmt: skip
 
-    threads = default_threads(B) if threads is None else threads
+    start = setup() if dist is None else dist.on_root(setup)
+    model = loaded.get("model")
+    if model is None and writer:
+        model = LanguageModel(
+            config.vocab_size, config.hidden_size, config.num_layers, cell=cell,
+            init_scale=config.init_scale, forget_bias=0.0, seed=seed, dtype=dtype,
+        )  # fmt: skip
+    state_arrays = loaded.get("state")
+    if dist is not None:  # every rank starts from rank 0's parameters and carried state
+        model = dist.share_model(model)
+        if start.get("step", 0) > 0:
+            state_arrays = dist.bcast_arrays(state_arrays)
+    rng = np.random.default_rng(seed + 1)  # dropout masks
+    epoch, step, costs, iters, history, state = 0, 0, 0.0, 0, [], None
+    segments: list[dict] = start.get("segments", [])
+    epoch_seconds = 0.0  # training seconds of the current epoch spent in earlier segments
+    if start:
+        epoch, step, history = start["epoch"], start["step"], start["history"]
+        costs, iters, epoch_seconds = start["costs"], start["iters"], start["epoch_seconds"]
+        rng.bit_generator.state = start["rng"]
+        if state_arrays is not None:  # the whole batch's rows: each rank takes its own
+            state = _state_from_arrays(state_arrays, model)
+
+    if dist is None:
+        threads = default_threads(B) if threads is None else threads
+    else:
+        lo, hi = dist.rows(B)  # the rank's rows (raises if there are more ranks than rows)
+        fewest = B // dist.size
+        if threads is None:
+            threads = dist.threads_per_rank(default_threads(hi - lo))
+        elif threads > fewest:
+            raise ValueError(f"threads must be at most {fewest} with {dist.size} MPI ranks "
+                             f"(the fewest rows of batch_size {B} a rank gets), "
+                             f"got {threads}")  # fmt: skip
     segment = run_folder.new_segment(epoch, step, threads)
+    if dist is not None:
+        segment["mpi_ranks"] = dist.size
     segments.append(segment)
     seg_start = time.monotonic()
 
     def save(epoch: int, step: int, costs: float, iters: int, state: State | None,
              epoch_seconds: float, ended: str = "running") -> None:  # fmt: skip
         """Checkpoint = a saved model (generate/evaluate read it) + what resuming needs."""
+        if dist is not None:  # every rank comes here at the same step
+            dist.check_params(model.params)
+            if state is not None:  # the whole batch's rows: any number of ranks can resume
+                state = dist.gather_state(state, B)
+            if not writer:
+                return
         segment.update(saved=run_folder.now_utc(), seconds=time.monotonic() - seg_start,
                        end={"epoch": epoch, "step": step}, ended=ended,
                        peak_rss_mib=round(run_folder.peak_rss_mib(), 1))  # fmt: skip
@@ -365,17 +429,22 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             "wall_seconds": sum(s["seconds"] for s in segments), "segments": segments,
             "data": fingerprint,
         }  # fmt: skip
-        run_folder.write_json(out / "summary.json", summary)
+        if writer:
+            run_folder.write_json(out / "summary.json", summary)
         return summary
 
     opt = SGD(model.params, config.learning_rate)
     bar = Progress(progress)
     log(f"{cell.upper()} {config.num_layers}x{config.hidden_size}, "
         f"{model.num_parameters():,} parameters, {n_batches} batches per epoch, "
-        f"{threads} thread{'s' if threads > 1 else ''}")  # fmt: skip
-    parallel = DataParallel(model, threads) if threads > 1 else None
-    can_plot = _has_matplotlib()
-    if not can_plot:
+        f"{threads} thread{'s' if threads > 1 else ''}"
+        + (f" in each of {dist.size} MPI ranks" if dist else ""))  # fmt: skip
+    if dist is not None:  # the whole batch's loss and gradients, each rank on its rows
+        parallel = distributed.DistributedStep(model, dist, threads)
+    else:
+        parallel = DataParallel(model, threads) if threads > 1 else None
+    can_plot = writer and _has_matplotlib()
+    if writer and not can_plot:
         log("matplotlib is not installed, so no perplexity.png will be drawn "
             "(pip install 'numlstm[plot]')")  # fmt: skip
     with contextlib.ExitStack() as stack, _deferred_interrupt() as interrupted:
@@ -406,17 +475,21 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                 costs, iters, step = costs + loss, iters + T, i + 1
                 wps = (iters - start_iters) * B / (time.perf_counter() - start)
                 bar.update(i, n_batches, math.exp(costs / iters), wps)
-                if interrupted[0]:
+                signum = interrupted[0]
+                due = bool(checkpoint_every) and step < n_batches and (
+                    time.monotonic() - last_save >= checkpoint_every)  # fmt: skip
+                if dist is not None:  # all ranks save together: any rank's signal, rank 0's clock
+                    signum, due = dist.agree(signum, due and dist.is_root)
+                if signum:
                     bar.close()
-                    name = signal.Signals(interrupted[0]).name
+                    name = signal.Signals(signum).name
                     seconds = epoch_seconds + time.perf_counter() - start
                     save(epoch, step, costs, iters, state, seconds, f"stopped by {name}")
                     write_summary()
                     log(f"Interrupted: saved {ckpt_path} at epoch {epoch + 1}, step {step}; "
                         "continue with --resume")  # fmt: skip
-                    raise Interrupted(interrupted[0])
-                if checkpoint_every and step < n_batches and (
-                        time.monotonic() - last_save >= checkpoint_every):  # fmt: skip
+                    raise Interrupted(signum)
+                if due:
                     save(epoch, step, costs, iters, state,
                          epoch_seconds + time.perf_counter() - start)  # fmt: skip
                     last_save = time.monotonic()
@@ -436,9 +509,12 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                 f"({history[-1]['train_wps']:,.0f} words/s)")  # fmt: skip
             epoch, step, costs, iters, state, epoch_seconds = epoch + 1, 0, 0.0, 0, None, 0.0
             stopping = interrupted[0]
+            if dist is not None:
+                (stopping,) = dist.agree(stopping)
             ended = f"stopped by {signal.Signals(stopping).name}" if stopping else "running"
             save(epoch, 0, 0.0, 0, None, 0.0, ended)
-            run_folder.write_log(out / "log.csv", history)
+            if writer:
+                run_folder.write_log(out / "log.csv", history)
             write_summary()
             if can_plot:
                 plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}",
@@ -447,7 +523,12 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                 log(f"Interrupted: saved {ckpt_path} after epoch {epoch}; continue with --resume")
                 raise Interrupted(stopping)
 
-    test = evaluate(model, data.test, 1, 1)
+    # The test pass (batch 1 x 1) carries the state word to word: a sequential chain that
+    # splitting between ranks would change (docs/distributed.md). Rank 0 runs it whole.
+    if dist is None:
+        test = evaluate(model, data.test, 1, 1)
+    else:
+        test = dist.on_root(lambda: evaluate(model, data.test, 1, 1))
     log(f"Test Perplexity: {test.perplexity:.3f} ({test.words_per_second:,.0f} words/s)")
     save(epoch, 0, 0.0, 0, None, 0.0, "finished")
     summary = write_summary(test)

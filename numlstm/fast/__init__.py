@@ -16,6 +16,8 @@ path's (exactly, or up to float rounding where the tests say so):
 - ``sparse.py``: the embedding's gradient as the rows of the batch's words only.
 - ``team.py``: a team of worker threads and control of NumPy's BLAS threads.
 - ``parallel.py``: one training step split into row blocks, one thread each.
+- ``distributed.py``: the same split between the processes of an MPI job (mpi4py), for
+  training across machines.
 
 On a first read skip this folder: start with docs/lstm.md and ``numlstm/lstm.py``.
 """

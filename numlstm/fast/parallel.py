@@ -136,12 +136,13 @@ class DataParallel:
             raise ValueError(f"batch size {B} is smaller than threads={self.threads}")
         return row_blocks(B, self.threads)
 
-    def _block_passes(self, x, y, state, keep_prob, rng) -> list[RowsResult]:
+    def _block_passes(self, x, y, state, keep_prob, rng, masks=None) -> list[RowsResult]:
         """Checks, then every block's forward and backward pass in the threads."""
         m = self.model
-        x, y = m.check_batch(x, y, state, keep_prob, rng)
+        x, y = m.check_batch(x, y, state, keep_prob, rng, masks)
         B, T = x.shape
-        masks = m.draw_masks(T, B, keep_prob, rng)  # the one-thread pass's masks, same order
+        if masks is None:  # the one-thread pass's masks, same order
+            masks = m.draw_masks(T, B, keep_prob, rng)
         H, V, dt = m.hidden_size, m.vocab_size, m.dtype
         z = self._ws.empty("z", (T * B, V), dt)  # the softmax buffers all blocks share
         hq = self._ws.empty("hq", (T * B, H + 1), dt)
@@ -182,10 +183,14 @@ class DataParallel:
         state: State,
         keep_prob: float = 1.0,
         rng: np.random.Generator | None = None,
+        *,
+        masks: list | None = None,
     ) -> tuple[float, dict, State]:
-        """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng,
-        sparse_embedding=True)``. The gradient arrays belong to the model, as there."""
-        results = self._block_passes(x, y, state, keep_prob, rng)
+        """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng, masks=masks,
+        sparse_embedding=True)``. The gradient arrays belong to the model, as there. ``masks``
+        (the whole block of rows' masks, e.g. an MPI rank's rows of its batch's masks:
+        distributed.py) replaces drawing them from ``rng``."""
+        results = self._block_passes(x, y, state, keep_prob, rng, masks)
         loss, grads = results[0].loss, results[0].grads
         for r in results[1:]:
             loss += r.loss
