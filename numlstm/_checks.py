@@ -34,6 +34,26 @@ def expect_shape(name: str, a: np.ndarray, shape: tuple[int, ...], meaning: str)
         raise ValueError(f"{name} must have shape {meaning} = {shape}, got {a.shape}")
 
 
+def flag(name: str, value: object) -> bool:
+    """A True/False switch: a bool (or NumPy bool), never a truthy string like "False"."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def expect_time_major(x: np.ndarray, h0: np.ndarray) -> None:
+    """The layers take time-major x (T, B, D). When h0's rows match x's first axis rather than
+    its second, x is almost surely batch-major: say so, rather than blame h0's shape."""
+    T, B = x.shape[:2]
+    if h0.shape[0] != B and h0.shape[0] == T:
+        raise ValueError(
+            f"x looks batch-major: x has shape {x.shape} and h0 has {h0.shape[0]} rows, which "
+            f"matches x's first axis; the layers take time-major x of shape (T, B, D), so pass "
+            f"x.transpose(1, 0, 2) (if x is time-major, h0 must have shape (B, H) = "
+            f"{(B, h0.shape[1])})"
+        )
+
+
 def expect_nonempty(name: str, a: np.ndarray, meaning: str) -> None:
     if a.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {a.shape} for {meaning}")

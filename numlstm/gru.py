@@ -97,6 +97,7 @@ def _check_gru(x, h0, Wx, Wh, bx, bh):
     H = h0.shape[1]
     if H == 0:
         raise ValueError(f"h0 must have shape (B, H) with H >= 1, got {h0.shape}")
+    _checks.expect_time_major(x, h0)
     _checks.expect_shape("h0", h0, (B, H), "(B, H)")
     _checks.expect_shape("Wx", Wx, (D, 3 * H), "(D, 3H)")
     _checks.expect_shape("Wh", Wh, (H, 3 * H), "(H, 3H)")
@@ -142,8 +143,9 @@ def gru_forward(
     -------
     hs : (T, B, H) read-only view of h_1..h_T; hT : (B, H); cache : GRUCache.
     """
+    reset_after = _checks.flag("reset_after", reset_after)
     x, h0, Wx, Wh, bx, bh = _check_gru(x, h0, Wx, Wh, bx, bh)
-    return gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, bool(reset_after))
+    return gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, reset_after)
 
 
 def gru_forward_unchecked(

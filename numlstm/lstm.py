@@ -81,6 +81,7 @@ def _check_lstm(x, h0, c0, Wx, Wh, b):
     H = h0.shape[1]
     if H == 0:
         raise ValueError(f"h0 must have shape (B, H) with H >= 1, got {h0.shape}")
+    _checks.expect_time_major(x, h0)
     _checks.expect_shape("h0", h0, (B, H), "(B, H)")
     _checks.expect_shape("c0", c0, (B, H), "(B, H)")
     _checks.expect_shape("Wx", Wx, (D, 4 * H), "(D, 4H)")

@@ -105,6 +105,12 @@ class LanguageModel:
         if dtype not in _checks.FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        reset_after = _checks.flag("reset_after", reset_after)
+        for name, value in (("forget_bias", forget_bias), ("init_scale", init_scale)):
+            if not isinstance(value, int | float | np.floating) or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if init_scale < 0:
+            raise ValueError(f"init_scale must be >= 0, got {init_scale}")
         self.cell, self.forget_bias, self.reset_after = cell, float(forget_bias), reset_after
         self.dtype = dtype
         self.init_scale = float(init_scale)
@@ -175,7 +181,22 @@ class LanguageModel:
                     )
                 if a.dtype != self.dtype:
                     raise TypeError(f"state[{layer}] must be {self.dtype}, got {a.dtype}")
+                if not np.isfinite(a).all():  # a NaN state would silently poison every loss
+                    raise ValueError(f"state[{layer}] contains NaN or inf")
         return x, y
+
+    def _check_masks(self, masks, B: int, T: int) -> None:
+        """Fixed dropout masks must be (T, B, H) arrays of the model's dtype (or None): a
+        float64 mask would silently turn a float32 model's activations and gradients float64."""
+        for k, m in enumerate(masks or ()):
+            if m is None:
+                continue
+            if not isinstance(m, np.ndarray) or m.shape != (T, B, self.hidden_size):
+                got = getattr(m, "shape", m)
+                raise ValueError(f"masks[{k}] must be an array of shape (T, B, H) = "
+                                 f"{(T, B, self.hidden_size)}, got {got}")  # fmt: skip
+            if m.dtype != self.dtype:
+                raise TypeError(f"masks[{k}] must be {self.dtype} like the model, got {m.dtype}")
 
     def _forward(self, x, state, keep_prob, rng, masks, ws):
         """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass)."""
@@ -236,15 +257,16 @@ class LanguageModel:
         caller that splits the batch itself (``fast/parallel.py``) and must check it whole.
         """
         self._check_dropout(keep_prob, rng, masks)
-        return self._check_inputs(x, y, state)
+        x, y = self._check_inputs(x, y, state)
+        self._check_masks(masks, *x.shape)
+        return x, y
 
     def _prepare(self, x, y, state, keep_prob, rng, masks, ws):
         """Checks, then the forward pass up to the top layer, for ``loss``/``loss_and_grads``.
 
         Returns (B, T, top hidden states (T, B, H), final state, _Pass, targets (T*B,)).
         """
-        self._check_dropout(keep_prob, rng, masks)
-        x, y = self._check_inputs(x, y, state)
+        x, y = self.check_batch(x, y, state, keep_prob, rng, masks)
         B, T = x.shape
         top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top

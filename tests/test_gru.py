@@ -270,7 +270,7 @@ class TestGRUBadInput:
     @pytest.mark.parametrize(
         "name,shape",
         [
-            ("h0", (B0 + 1, H0)),
+            ("h0", (B0 + 2, H0)),  # B0 + 1 = T0 would read as a batch-major x
             ("Wx", (D0 + 1, 3 * H0)),
             ("Wx", (D0, 4 * H0)),
             ("Wh", (H0, 4 * H0)),

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy_format
 
+import numlstm
 from numlstm import cli
 from numlstm.generate import generate
 from numlstm.gradcheck import gradcheck
@@ -65,6 +66,17 @@ class Case:
 
 def tiny_model(seed: int = 0) -> LanguageModel:
     return LanguageModel(len(WORDS), 4, 1, seed=seed)
+
+
+def cli_case(argv: str, fragment: str, status: int = 2) -> Case:
+    """A command-line row: ``argv`` split on spaces, run in-process through cli.main."""
+    return Case(f"cli {argv}", argv.split(), status, fragment)
+
+
+def nan_state() -> list:
+    state = tiny_model().init_state(2)
+    state[0][0][0, 0] = np.nan
+    return state
 
 
 def model_file(env: Env, name: str = "m.npz") -> Path:
@@ -330,6 +342,95 @@ CASES: list[Case] = [
     Case("ptb NUMLSTM_DATA_DIR read-only parent", data_dir_env(read_only_dir), DataError,
          "NUMLSTM_DATA_DIR"),
     Case("ptb edited cached file", edited_cache, DataError, "edited or damaged"),
+    # -- command line (cli.py): argparse types, Config.validate, data location
+    cli_case('',
+             "commands:"),
+    cli_case('bogus',
+             "unknown command 'bogus'"),
+    cli_case('train --seed -1',
+             "argument --seed: must be >= 0"),
+    cli_case('train --seed x',
+             "argument --seed: 'x' is not an integer"),
+    cli_case('train --threads 0',
+             "argument --threads: must be >= 1"),
+    cli_case('train --threads -3',
+             "argument --threads: must be >= 1"),
+    cli_case('train --limit-tokens -5',
+             "argument --limit-tokens: must be >= 0"),
+    cli_case('train --checkpoint-every soon',
+             "argument --checkpoint-every: 'soon' is not"),
+    cli_case('train --checkpoint-every -5m',
+             "argument --checkpoint-every"),
+    cli_case('train --max_grad_norm -1',
+             "max_grad_norm must be > 0"),
+    cli_case('train --max_grad_norm 0',
+             "max_grad_norm must be > 0"),
+    cli_case('train --max_grad_norm nan',
+             "max_grad_norm must be a finite number"),
+    cli_case('train --max_max_epoch -1',
+             "max_max_epoch must be >= 1"),
+    cli_case('train --max_epoch -1',
+             "max_epoch must be >= 0"),
+    cli_case('train --lr_decay -1',
+             "lr_decay must be > 0"),
+    cli_case('train --lr_decay nan',
+             "lr_decay must be a finite number"),
+    cli_case('train --lr_decay inf',
+             "lr_decay must be a finite number"),
+    cli_case('train --learning_rate nan',
+             "learning_rate must be a finite number"),
+    cli_case('train --learning_rate inf',
+             "learning_rate must be a finite number"),
+    cli_case('train --learning_rate -1',
+             "learning_rate must be > 0"),
+    cli_case('train --init_scale 1e30',
+             "init_scale must be <= 100"),
+    cli_case('train --init_scale nan',
+             "init_scale must be a finite number"),
+    cli_case('train --keep_prob 1.5',
+             "keep_prob must be in (0, 1]"),
+    cli_case('train --keep_prob 0',
+             "keep_prob must be > 0"),
+    cli_case('train --hidden_size 100000000',
+             "GiB for the parameters alone"),
+    cli_case('train --num_layers 100000',
+             "num_layers must be <= 64"),
+    cli_case('train --num_steps 0',
+             "num_steps must be >= 1"),
+    cli_case('train --batch_size 0',
+             "batch_size must be >= 1"),
+    cli_case('train --vocab_size 1',
+             "vocab_size must be >= 2"),
+    cli_case('train --data-dir /nonexistent/ptb',
+             "pass --data-dir DIR"),
+    cli_case('evaluate --checkpoint /nonexistent/c.npz',
+             "/nonexistent/c.npz"),
+    cli_case('evaluate --checkpoint x.npz --batch-size 0',
+             "--batch-size: must be >="),
+    # -- layers and model (lstm.py, gru.py, model.py)
+    Case("lstm batch-major x", lambda e: numlstm.lstm_forward(
+        np.zeros((3, 5, 4)), np.zeros((3, 6)), np.zeros((3, 6)), np.zeros((4, 24)),
+        np.zeros((6, 24)), np.zeros(24)), ValueError, "x looks batch-major"),
+    Case("gru batch-major x", lambda e: numlstm.gru_forward(
+        np.zeros((3, 5, 4)), np.zeros((3, 6)), np.zeros((4, 18)), np.zeros((6, 18)),
+        np.zeros(18), np.zeros(18)), ValueError, "x looks batch-major"),
+    Case("gru reset_after string", lambda e: numlstm.gru_forward(
+        np.zeros((2, 3, 4)), np.zeros((3, 6)), np.zeros((4, 18)), np.zeros((6, 18)),
+        np.zeros(18), np.zeros(18), reset_after="False"), TypeError,
+        "reset_after must be True or False"),
+    Case("model reset_after string", lambda e: LanguageModel(50, 8, 1, cell="gru",
+         reset_after="False"), TypeError, "reset_after must be True or False"),
+    Case("model init_scale nan", lambda e: LanguageModel(50, 8, 1, init_scale=float("nan")),
+         ValueError, "init_scale must be a finite number"),
+    Case("model NaN in the passed state", lambda e: tiny_model().loss(
+        np.zeros((2, 3), int), np.zeros((2, 3), int), nan_state()), ValueError,
+        "state[0] contains NaN or inf"),
+    Case("model float64 masks on a float32 model", lambda e: tiny_model().loss_and_grads(
+        np.zeros((2, 3), int), np.zeros((2, 3), int), tiny_model().init_state(2), 0.5,
+        masks=[np.ones((3, 2, 4))] * 2), TypeError, "masks[0] must be float32 like the model"),
+    Case("model mask of the wrong shape", lambda e: tiny_model().loss_and_grads(
+        np.zeros((2, 3), int), np.zeros((2, 3), int), tiny_model().init_state(2), 0.5,
+        masks=[np.ones((3, 1, 4), np.float32)] * 2), ValueError, "masks[0] must be an array"),
 ]  # fmt: skip
 
 
@@ -355,7 +456,11 @@ def test_hostile(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
             assert case.fragment in str(info.value)
         else:
             argv = [a.replace("{tmp}", str(tmp_path)) for a in case.run]
-            code = cli.main(argv)
+            monkeypatch.chdir(tmp_path)  # a run folder, if one were made, lands here
+            try:
+                code = cli.main(argv)
+            except SystemExit as exit_:  # argparse's own errors name the option
+                code = exit_.code
             err = capsys.readouterr().err
             assert code == case.expect, err
             assert case.fragment in err

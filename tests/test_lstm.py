@@ -277,7 +277,7 @@ class TestLSTMBadInput:
     @pytest.mark.parametrize(
         "name,shape",
         [
-            ("h0", (B0 + 1, H0)),
+            ("h0", (B0 + 2, H0)),  # B0 + 1 = T0 would read as a batch-major x
             ("c0", (B0, H0 + 1)),
             ("c0", (B0 + 1, H0)),
             ("Wx", (D0 + 1, 4 * H0)),
