@@ -54,16 +54,29 @@ def anchor(label: str) -> str:
     return "eq-" + label.replace("·", "-")
 
 
+def prose_lines(lines: list[str]):
+    """(index, line) of the lines outside fenced code blocks (``` or ~~~)."""
+    fence = None
+    for n, text in enumerate(lines):
+        stripped = text.lstrip()
+        if stripped.startswith(("```", "~~~")):
+            mark = stripped[:3]
+            fence = None if fence == mark else fence or mark
+        elif fence is None:
+            yield n, text
+
+
 def definitions(docs: Path = DOCS) -> tuple[dict[str, Definition], list[str]]:
     """Every ``**(LABEL)**`` line of docs/**/*.md; and the errors (a label defined twice)."""
     found: dict[str, Definition] = {}
     errors = []
     for path in sorted(docs.rglob("*.md")):
         page = path.relative_to(docs).as_posix()
-        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, text in prose_lines(path.read_text(encoding="utf-8").splitlines()):
             match = DEFINITION.match(text)
             if not match:
                 continue
+            number = n + 1
             label = match.group(1)
             if label in found:
                 first = found[label]

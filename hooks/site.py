@@ -101,15 +101,9 @@ def _annotate_definitions(markdown: str, page: str) -> str:
     """``**(L3)** text`` -> the label as a permalink with its id, and after the paragraph a
     line "In the code: kernels.py 64 65 · lstm.py 96" linking to those lines."""
     lines = markdown.split("\n")
-    fence = None
-    for n, text in enumerate(lines):
-        stripped = text.lstrip()
-        if stripped.startswith(("```", "~~~")):
-            mark = stripped[:3]
-            fence = None if fence == mark else fence or mark
-            continue
-        match = None if fence else labels.DEFINITION.match(text)
-        if not match or _index.defined.get(match.group(1), None) is None:
+    for n, text in list(labels.prose_lines(lines)):
+        match = labels.DEFINITION.match(text)
+        if not match or match.group(1) not in _index.defined:
             continue
         label = match.group(1)
         if _index.defined[label].page != page:
