@@ -80,8 +80,11 @@ def _short(path: str) -> str:
 
 def where_line(index: Index, label: str, page: str) -> str:
     """Markdown: the code lines that cite ``label``, grouped by file, each a link."""
+    cites = index.by_label().get(label, [])
+    # Module docstrings only mention equations; list them only if nothing else cites it.
+    cites = [c for c in cites if not c.overview] or cites
     by_file: dict[str, list[Citation]] = defaultdict(list)
-    for c in index.by_label().get(label, []):
+    for c in cites:
         by_file[c.path].append(c)
     parts = []
     for path, cites in by_file.items():
@@ -144,7 +147,9 @@ def source_markdown(index: Index, path: Path) -> str:
     for c in cites:
         by_label[c.label].append(c.line)
     python = path.suffix == ".py"
-    lines = [f"# `{rel_path}`", "", summary(path) if python else "", ""]
+    # Out of the search index: raw code would crowd the pages that explain it out of results.
+    lines = ["---", "search:", "  exclude: true", "---", ""]
+    lines += [f"# `{rel_path}`", "", summary(path) if python else "", ""]
     if by_label:
         lines.append("Equations cited in this file (highlighted lines):")
         lines.append("")

@@ -47,6 +47,9 @@ class Citation:
     label: str
     path: str  # relative to the repository root, e.g. "numlstm/kernels.py"
     line: int  # 1-based
+    # In the module's docstring: an overview ("Equations L1-L6 ... are derived in ..."), not
+    # the line that implements the equation.
+    overview: bool = False
 
 
 def anchor(label: str) -> str:
@@ -114,12 +117,15 @@ def labels_in(text: str, families: set[str]) -> list[tuple[str, int]]:
 
 
 def _comments_and_strings(source: str):
-    """(text, first line) of every comment and string literal of a Python source."""
+    """(text, first line, is the module docstring) of every comment and string literal."""
+    code_seen = False
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
-            yield _NOQA.sub("", tok.string), tok.start[0]
+            yield _NOQA.sub("", tok.string), tok.start[0], False
         elif tok.type == tokenize.STRING:
-            yield tok.string, tok.start[0]
+            yield tok.string, tok.start[0], not code_seen
+        if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENCODING):
+            code_seen = True
 
 
 def package_files(package: Path = PACKAGE) -> list[Path]:
@@ -131,9 +137,10 @@ def citations(families: set[str], package: Path = PACKAGE) -> list[Citation]:
     found = []
     for path in package_files(package):
         rel = path.relative_to(package.parent).as_posix()
-        for text, line in _comments_and_strings(path.read_text(encoding="utf-8")):
+        for text, line, overview in _comments_and_strings(path.read_text(encoding="utf-8")):
             for label, offset in labels_in(text, families):
-                found.append(Citation(label, rel, line + text.count("\n", 0, offset)))
+                at = line + text.count("\n", 0, offset)
+                found.append(Citation(label, rel, at, overview))
     return sorted(set(found), key=lambda c: (c.path, c.line, c.label))
 
 

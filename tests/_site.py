@@ -31,7 +31,7 @@ class Build:
     site: Path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_site() -> Build:
     """``mkdocs build --strict`` into build/site-test/ (git-ignored), once."""
     shutil.rmtree(OUT, ignore_errors=True)

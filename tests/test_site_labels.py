@@ -85,3 +85,10 @@ def test_labels_in_fenced_code_are_not_definitions(tmp_path):
     doc = "**(L1)** one\n\n```\n**(L2)** shown, not defined\n```\n"
     defined, errors = labels.definitions(_project(tmp_path, doc, "# L1\n")[0])
     assert sorted(defined) == ["L1"] and not errors
+
+
+def test_module_docstring_citations_are_an_overview(tmp_path):
+    doc = "**(L1)** one\n"
+    code = '"""Module: implements L1."""\n\nx = 1  # (L1)\n\n\ndef f():\n    """L1 here."""\n'
+    index = labels.build_index(*_project(tmp_path, doc, code))
+    assert [(c.line, c.overview) for c in index.cited] == [(1, True), (3, False), (7, False)]
