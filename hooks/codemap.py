@@ -68,10 +68,9 @@ def group_of(path: str) -> str:
 
 
 def summary(path: Path) -> str:
-    """First sentence of a module's docstring (read with ast: nothing is imported)."""
+    """The summary line of a module's docstring (read with ast: nothing is imported)."""
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    first = doc.strip().split("\n\n")[0].replace("\n", " ")
-    return first.split(". ")[0].rstrip(".") + "." if first else ""
+    return doc.strip().split("\n")[0]  # the summary line (PEP 257)
 
 
 def _short(path: str) -> str:
@@ -98,39 +97,57 @@ def label_links(index: Index, labels, page: str) -> str:
     """Markdown links from ``page`` to each label's definition."""
     out = []
     for label in labels:
-        d = index.defined[label]
-        out.append(f"[{label}]({rel(page, d.page)}#{anchor(label)})")
+        d = index.defined.get(label)
+        # An undefined label is already a build error (labels.build_index); shown unlinked.
+        out.append(f"[{label}]({rel(page, d.page)}#{anchor(label)})" if d else label)
     return ", ".join(out)
 
 
-def _order(index: Index):
-    """Labels in the order the docs define them (page, line)."""
-    return sorted(index.defined, key=lambda k: (index.defined[k].page, index.defined[k].line))
+# Derivation pages in reading order (the site's nav); labels on other pages come after.
+PAGE_ORDER = ["lstm.md", "gru.md", "layers.md", "optim.md"]
+
+
+def label_order(index: Index) -> list[str]:
+    """Labels in reading order: by page as in PAGE_ORDER, then by line."""
+
+    def key(label):
+        d = index.defined[label]
+        rank = PAGE_ORDER.index(d.page) if d.page in PAGE_ORDER else len(PAGE_ORDER)
+        return rank, d.page, d.line
+
+    return sorted(index.defined, key=key)
+
+
+def _rank(index: Index):
+    """Sort key: reading order for defined labels, undefined ones (errors) last."""
+    order = {label: n for n, label in enumerate(label_order(index))}
+    return lambda label: (order.get(label, len(order)), label)
 
 
 def files_table(index: Index, page: str) -> str:
     """The map's file tables, one per group."""
-    order = {label: n for n, label in enumerate(_order(index))}
+    order = _rank(index)
     rows: dict[str, list[str]] = defaultdict(list)
     by_file = index.by_file()
     for path in package_files():
         rel_path = path.relative_to(ROOT).as_posix()
-        cited = sorted({c.label for c in by_file.get(rel_path, [])}, key=order.__getitem__)
+        cited = sorted({c.label for c in by_file.get(rel_path, [])}, key=order)
         link = f"[`{_short(rel_path)}`]({rel(page, source_page(rel_path))})"
         eqs = label_links(index, cited, page) if cited else ""
         rows[group_of(rel_path)].append(f"| {link} | {summary(path)} | {eqs} |")
     out = []
     for key, (title, blurb) in GROUPS.items():
         if rows[key]:
-            out += [f"### {title}", "", blurb, "", "| file | what it is | equations cited |"]
-            out += ["| --- | --- | --- |", *rows[key], ""]
+            out += [f"### {title}", "", blurb, "", '<div class="numlstm-map" markdown>', ""]
+            out += ["| file | what it is | equations cited |", "| --- | --- | --- |"]
+            out += [*rows[key], "", "</div>", ""]
     return "\n".join(out)
 
 
 def equations_table(index: Index, page: str) -> str:
     """The map's equation table: every label, its page, and every line that cites it."""
     out = ["| equation | derived in | cited at (file: lines) |", "| --- | --- | --- |"]
-    for label in _order(index):
+    for label in label_order(index):
         d = index.defined[label]
         title = f"[{label}]({rel(page, d.page)}#{anchor(label)})"
         out.append(f"| {title} | `{d.page}` | {where_line(index, label, page)} |")
@@ -153,7 +170,7 @@ def source_markdown(index: Index, path: Path) -> str:
     if by_label:
         lines.append("Equations cited in this file (highlighted lines):")
         lines.append("")
-        for label in sorted(by_label, key=lambda k: (index.defined[k].page, index.defined[k].line)):
+        for label in sorted(by_label, key=_rank(index)):
             at = ", ".join(f"[{n}](#{line_anchor(n)})" for n in by_label[label])
             lines.append(f"- {label_links(index, [label], page)}: line {at}")
         lines.append("")

@@ -182,5 +182,4 @@ def _cited_in(dotted: str) -> list[str]:
         return []
     end = start + len(source)
     found = {c.label for c in _index.by_file().get(rel, []) if start <= c.line < end}
-    d = _index.defined
-    return sorted(found, key=lambda k: (d[k].page, d[k].line))
+    return [label for label in codemap.label_order(_index) if label in found]

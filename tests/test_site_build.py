@@ -165,3 +165,29 @@ def test_map_lists_every_file_and_every_equation(site):
         assert f'#{labels.anchor(label)}"' in html, f"{label} missing from the map"
     for title in ("The engine, to read", "Speed machinery", "Input and output"):
         assert title in html
+
+
+def test_a_label_mismatch_fails_the_strict_build(tmp_path):
+    """The hook's check, end to end: a docs folder that defines only L1 (and an unknown Z1),
+    built with the real hook and the real package, must fail under --strict."""
+    import subprocess
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Page\n\n**(L1)** one\n\n**(Z1)** unused\n")
+    config = tmp_path / "mkdocs.yml"
+    config.write_text(
+        f"site_name: t\ndocs_dir: {docs}\nsite_dir: {tmp_path / 'site'}\n"
+        f"hooks: [{ROOT / 'hooks' / 'site.py'}]\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log
+    assert "equation label L3 is cited in the code (" in log
+    assert "equation label Z1 (docs/index.md:5) is cited nowhere" in log
+    assert "Aborted with" in log and "strict mode" in log

@@ -3,14 +3,17 @@
 One test per block, named by file and line. The blocks of one file share a namespace and run
 in order, as a reader would paste them. A block that cannot run here is preceded in the
 Markdown by ``<!-- skip: next "the reason" -->`` (shown as a skip with that reason); keep
-that rare. Each file's blocks run in their own temporary folder, with the files they read
-prepared below, and with ``breakpoint()`` turned off.
+that rare. A block followed by a line "It prints:" and a ```text block must print exactly
+that. Each file's blocks run in their own temporary folder, with the files they read prepared
+below, and with ``breakpoint()`` turned off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import unittest
 from pathlib import Path
 
@@ -37,6 +40,9 @@ def _saved_model(folder: Path) -> None:
 
 
 PREPARE = {"docs/generation.md": _saved_model}
+
+# A block followed by "It prints:" and a ```text block: that text is checked, exactly.
+PRINTS = re.compile(r"\s*It prints:\s*\n```text\n(.*?)^```", re.S | re.M)
 
 
 def _blocks():
@@ -89,10 +95,15 @@ def test_block_runs(rel, examples, n, tmp_path_factory, monkeypatch):
         for example in examples[state["next"] : n]:
             example.evaluate()
         state["next"] = n + 1
+        out = io.StringIO()
         try:
-            examples[n].evaluate()
+            with contextlib.redirect_stdout(out):
+                examples[n].evaluate()
         except unittest.SkipTest:
             raise
         except BaseException:
             state["failed"] = examples[n].line
             raise
+    expected = PRINTS.match(examples[n].document.text, examples[n].region.end)
+    if expected:  # the page shows what the block prints: it must be what it prints
+        assert out.getvalue() == expected.group(1), f"{rel}:{examples[n].line} printed otherwise"
