@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from labels import ROOT, Citation, Index, anchor, package_files
+from labels import PACKAGE, ROOT, Citation, Index, anchor, package_files
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer, get_lexer_for_filename
@@ -33,12 +33,12 @@ GROUPS = {
         "optimisers, the plain-NumPy reference, and the programs that train and generate.",
     ),
     "fast": (
-        "Speed machinery (`numlstm/fast/`)",
+        "Speed machinery",
         "Not needed to understand the math: preallocated buffers, BLAS calls, fast `exp`, "
         "compiled loops over time, batch-1 evaluation, sparse gradients, threads.",
     ),
     "io": (
-        "Input and output (`numlstm/io/`)",
+        "Input and output",
         "Reading corpora (PTB, plain text) and writing checkpoints and saved models.",
     ),
 }
@@ -137,6 +137,8 @@ def files_table(index: Index, page: str) -> str:
         rows[group_of(rel_path)].append(f"| {link} | {summary(path)} | {eqs} |")
     out = []
     for key, (title, blurb) in GROUPS.items():
+        if (PACKAGE / key).is_dir():
+            title += f" (`numlstm/{key}/`)"
         if rows[key]:
             out += [f"### {title}", "", blurb, "", '<div class="numlstm-map" markdown>', ""]
             out += ["| file | what it is | equations cited |", "| --- | --- | --- |"]

@@ -92,3 +92,29 @@ def test_module_docstring_citations_are_an_overview(tmp_path):
     code = '"""Module: implements L1."""\n\nx = 1  # (L1)\n\n\ndef f():\n    """L1 here."""\n'
     index = labels.build_index(*_project(tmp_path, doc, code))
     assert [(c.line, c.overview) for c in index.cited] == [(1, True), (3, False), (7, False)]
+
+
+def test_map_groups_follow_the_tree():
+    """The map's groups: the folder decides (numlstm/fast/, numlstm/io/); in the flat layout,
+    the module's name (the layout being introduced)."""
+    import codemap
+
+    assert codemap.group_of("numlstm/fast/team.py") == "fast"
+    assert codemap.group_of("numlstm/io/ptb.py") == "io"
+    assert codemap.group_of("numlstm/team.py") == "fast"
+    assert codemap.group_of("numlstm/checkpoint.py") == "io"
+    assert codemap.group_of("numlstm/lstm.py") == "engine"
+    assert codemap.group_of("numlstm/fast/lstm.py") == "fast"  # where it lives wins
+
+
+def test_source_page_has_an_anchor_per_line_and_marks_citations():
+    import codemap
+
+    index = labels.build_index()
+    path = labels.PACKAGE / "gradcheck.py"
+    page = codemap.source_markdown(index, path)
+    n = len(path.read_text(encoding="utf-8").splitlines())
+    assert all(f'id="L-{k}"' in page for k in range(1, n + 1))
+    assert f'id="L-{n + 1}"' not in page
+    c1 = next(c for c in index.cited if c.label == "C1" and c.path.endswith("gradcheck.py"))
+    assert f"[C1](../../optim.md#eq-C1): line [{c1.line}](#L-{c1.line})" in page
