@@ -32,7 +32,7 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, atol: float = 1e-4
     if a.size == 0:
         return 0.0
     denom = np.maximum(np.maximum(np.abs(a), np.abs(n)), atol)
-    return float(np.max(np.abs(a - n) / denom))
+    return float(np.max(np.abs(a - n) / denom))  # (C2)
 
 
 def _scalar(value: object) -> float:
@@ -75,7 +75,7 @@ def numeric_gradient(
             fm = _scalar(f())
         finally:
             flat[k] = old  # restored even when f fails
-        grad[k] = (fp - fm) / (2.0 * eps)
+        grad[k] = (fp - fm) / (2.0 * eps)  # (C1)
     return grad.reshape(x.shape)
 
 

@@ -78,6 +78,8 @@ class LanguageModel:
     dtype : np.float32 for training, np.float64 for gradient checks.
     seed : seed of the initialisation.
 
+    Notes
+    -----
     ``params`` maps names to arrays: "embedding" (V, H); per layer l, "l{l}.Wx", "l{l}.Wh" and
     "l{l}.b" (LSTM) or "l{l}.bx", "l{l}.bh" (GRU); "softmax_w" (H, V), "softmax_b" (V,).
     """

@@ -178,7 +178,7 @@ def test_signals_at_random_moments_resume_to_the_same_run(tmp_path):
     assert straight.returncode == 0, err
 
     rng = random.Random(12345)
-    run, codes, deadline = tmp_path / "stopped", [], time.monotonic() + 240
+    run, codes, deadline = tmp_path / "stopped", [], time.monotonic() + 420
     signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGKILL]
     for k in range(12):
         p = _start(run, "--resume", "--checkpoint-every", "0.3s")

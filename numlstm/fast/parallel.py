@@ -99,6 +99,8 @@ class DataParallel:
     model : the LanguageModel; its parameters are shared, never copied.
     threads : number of row blocks and worker threads (>= 1).
 
+    Notes
+    -----
     While it is open, NumPy's BLAS runs on one thread in the whole process (``blas_threads``
     in team.py); use it as a context manager, or call ``close()``, to stop the threads and
     restore BLAS's threads.
