@@ -3,10 +3,12 @@
     python examples/ptb_small.py                      # downloads PTB to ~/.cache/numlstm once
     python examples/ptb_small.py --data-dir DIR       # or use ptb.{train,valid,test}.txt in DIR
 
-Test perplexity about 115. The same run with checkpoints, logs and a plot,
-python -m numlstm train --config small, took 28-31 minutes on 2 CPU cores (docs/results.md):
-it trains two halves of each batch side by side in two threads (numlstm.DataParallel). This
-loop is the plain one-thread version of the same steps, so it is slower.
+Test perplexity about 115, in about 30 minutes on 2 CPU cores. The training step is the one
+`python -m numlstm train --config small` runs (that command adds checkpoints, logs and a plot;
+docs/results.md): each batch's rows are split into one block per core, trained side by side in
+threads (numlstm.DataParallel, numlstm/fast/parallel.py), with one BLAS thread per block, which
+also keeps the speed when another program shares the cores (docs/performance.md). The numbers
+are those of `model.loss_and_grads(x, y, state)` on the whole batch, up to float rounding.
 """
 
 import argparse
@@ -36,6 +38,7 @@ model = numlstm.LanguageModel(
     config.vocab_size, config.hidden_size, config.num_layers, init_scale=config.init_scale, seed=0
 )
 opt = numlstm.SGD(model.params, lr=config.learning_rate)
+parallel = numlstm.DataParallel(model, numlstm.default_threads(config.batch_size))
 
 for epoch in range(config.max_max_epoch):
     opt.lr = config.lr_at(epoch)  # (O4) lr * lr_decay^max(epoch + 1 - max_epoch, 0)
@@ -45,7 +48,7 @@ for epoch in range(config.max_max_epoch):
     for step, (x, y) in enumerate(batches):  # x, y: (batch_size, num_steps) word ids
         # Forward through embedding -> 2 LSTM layers -> softmax, then backprop through time.
         # The final state is carried into the next batch (truncated BPTT).
-        loss, grads, state = model.loss_and_grads(x, y, state)
+        loss, grads, state = parallel.loss_and_grads(x, y, state)  # = model.loss_and_grads
         numlstm.clip_by_global_norm(grads, config.max_grad_norm)  # (O1, O2)
         opt.step(grads)  # (O3) p <- p - lr * g
         costs += loss  # loss = sum of -log p(word) over the batch / batch_size
@@ -55,11 +58,12 @@ for epoch in range(config.max_max_epoch):
             print(
                 f"  step {step:5d}  perplexity {math.exp(costs / words):8.2f}  {wps:,.0f} words/s"
             )
-    valid = evaluate(model, data.valid, config.batch_size, config.num_steps)
+    valid = evaluate(model, data.valid, config.batch_size, config.num_steps, parallel=parallel)
     print(
         f"epoch {epoch + 1:2d}  lr {opt.lr:.3f}  train perplexity {math.exp(costs / words):.2f}"
         f"  valid perplexity {valid.perplexity:.2f}  ({time.perf_counter() - start:.0f} s)"
     )
 
+parallel.close()  # BLAS gets its threads back
 test = evaluate(model, data.test, batch_size=1, num_steps=1)  # one word at a time, as the tutorial
 print(f"test perplexity {test.perplexity:.2f}")

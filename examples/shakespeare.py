@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numlstm import Adam, LanguageModel, clip_by_global_norm
+from numlstm import Adam, DataParallel, LanguageModel, clip_by_global_norm, default_threads
 from numlstm.generate import decode, encode, generate, save_model
 from numlstm.io.ptb import ptb_iterator
 from numlstm.io.text import build_word_vocab, clean_text, words_to_ids
@@ -144,12 +144,16 @@ def main(argv: list[str] | None = None) -> dict:
         f"batch {args.batch_size} x {args.steps} steps, Adam lr {args.lr}"
     )
 
+    # Each batch's rows in one block per core, one thread and one BLAS thread each (the step of
+    # `numlstm train`, fast/parallel.py): same numbers as model.loss_and_grads up to rounding,
+    # and it keeps its speed when another program shares the cores (docs/performance.md).
+    parallel = DataParallel(model, default_threads(args.batch_size))
     losses: list[float] = []  # mean cross-entropy per word (nats) of every iteration
     start, it, epoch = time.perf_counter(), 0, 0
     while it < args.iters:
         state = model.init_state(args.batch_size)  # each epoch starts at the top of the text
         for x, y in ptb_iterator(train, args.batch_size, args.steps):
-            loss, grads, state = model.loss_and_grads(x, y, state)
+            loss, grads, state = parallel.loss_and_grads(x, y, state)
             clip_by_global_norm(grads, args.clip)
             opt.step(grads)
             losses.append(loss / args.steps)
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
                 break
         epoch += 1
     seconds = time.perf_counter() - start
+    parallel.close()
 
     valid_ppl = evaluate(model, valid, args) if len(valid) > args.batch_size * args.steps else None
     final = float(np.mean(losses[-args.log_every :]))

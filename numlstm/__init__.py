@@ -17,7 +17,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .fast.fast_eval import evaluate_sequence
-from .fast.parallel import DataParallel
+from .fast.parallel import DataParallel, default_threads
 from .fast.sparse import IndexedRows
 from .fast.workspace import Workspace
 from .gradcheck import gradcheck, numeric_gradient, relative_error
@@ -39,7 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LSTMCache", "GRUCache", "LanguageModel", "Workspace", "SGD", "Adam", "IndexedRows",
-    "DataParallel",
+    "DataParallel", "default_threads",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
     "gru_forward", "gru_backward",
     "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",
