@@ -62,7 +62,7 @@ def trainer(workload: str, variant: str) -> tuple[Callable[[int], float], Callab
     parallel = (
         numlstm.DataParallel(model, numlstm.default_threads(B)) if variant == "blocks" else None
     )
-    blas = contextlib_blas(1 if variant == "blas-1" else None)
+    blas = contextlib_blas(blas_setting(variant))
     step_fn = parallel.loss_and_grads if parallel is not None else model.loss_and_grads
 
     def run(n: int) -> float:
