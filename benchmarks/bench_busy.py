@@ -12,8 +12,8 @@ busy loop, ``--hogs`` of them) running beside it:
   ``numlstm train`` and the examples run): one thread and one BLAS thread per block.
 
 Workloads: a PTB Small training step (SGD, clip), the Shakespeare example's step (Adam, its
-shapes) and batch-1 generation (``numlstm.generate.generate``; no row blocks there, so only the
-two BLAS settings). Random token ids; only speed is measured. Prints a Markdown table of the
+shapes) and batch-1 generation (``numlstm.generate.generate``) with the Small and Large
+models' hidden sizes (no row blocks there, so only the two BLAS settings). Random token ids; only speed is measured. Prints a Markdown table of the
 median over ``--repeats`` runs, the variants alternating within each repeat; never asserts.
 
     python benchmarks/bench_busy.py                        # quiet, then with one busy process
@@ -101,8 +101,11 @@ class contextlib_blas:  # noqa: N801 - reads as a with-statement helper
             self._cm = None
 
 
-def generator(variant: str) -> tuple[Callable[[int], float], Callable[[], None]]:
-    V, H, L = WORKLOADS["ptb-small"][:3]
+GENERATE = {"generate-small": 200, "generate-large": 1500}  # hidden size; V = 10,000, 2 layers
+
+
+def generator(workload: str, variant: str) -> tuple[Callable[[int], float], Callable[[], None]]:
+    V, H, L = 10_000, GENERATE[workload], 2
     model = numlstm.LanguageModel(V, H, L, seed=0)
     blas = contextlib_blas(blas_setting(variant))
 
@@ -121,15 +124,15 @@ def measure(args: argparse.Namespace, hogs: int) -> dict[tuple[str, str], float]
     try:
         rows: dict[tuple[str, str], list[float]] = {}
         cases = [(w, v) for w in WORKLOADS for v in ("blas-all", "blas-1", "blocks")]
-        cases += [("generate", v) for v in ("blas-all", "blas-1")]
+        cases += [(g, v) for g in GENERATE for v in ("blas-all", "blas-1")]
         runners = {}
         for w, v in cases:
-            runners[w, v] = generator(v) if w == "generate" else trainer(w, v)
-            runners[w, v][0](2 if w != "generate" else 50)  # compile, allocate, warm up
+            runners[w, v] = generator(w, v) if w in GENERATE else trainer(w, v)
+            runners[w, v][0](50 if w in GENERATE else 2)  # compile, allocate, warm up
         for _ in range(args.repeats):
             for w, v in cases:  # variants alternate within each repeat
-                n = args.words if w == "generate" else args.steps
-                per = 1 if w == "generate" else WORKLOADS[w][3] * WORKLOADS[w][4]
+                n = args.words if w in GENERATE else args.steps
+                per = 1 if w in GENERATE else WORKLOADS[w][3] * WORKLOADS[w][4]
                 rows.setdefault((w, v), []).append(n * per / runners[w, v][0](n))
         for _, close in runners.values():
             close()
