@@ -13,8 +13,9 @@ busy loop, ``--hogs`` of them) running beside it:
 
 Workloads: a PTB Small training step (SGD, clip), the Shakespeare example's step (Adam, its
 shapes) and batch-1 generation (``numlstm.generate.generate``) with the Small and Large
-models' hidden sizes (no row blocks there, so only the two BLAS settings). Random token ids; only speed is measured. Prints a Markdown table of the
-median over ``--repeats`` runs, the variants alternating within each repeat; never asserts.
+models' hidden sizes (no row blocks there, so only the two BLAS settings). Random token ids;
+only speed is measured. Prints a Markdown table of the median over ``--repeats`` runs, the
+variants alternating within each repeat; never asserts.
 
     python benchmarks/bench_busy.py                        # quiet, then with one busy process
     python benchmarks/bench_busy.py --steps 2 --words 20 --repeats 1 --hogs 1   # smoke test
