@@ -18,8 +18,11 @@ batch size 20 and the config's num_steps, hidden size, layers and keep_prob:
   words/s) of the same repeat. Both are means over their run (steps, or GEMM calls).
 * ``--compare-torch``: the same model in PyTorch (nn.Embedding -> nn.LSTM/nn.GRU -> nn.Linear,
   dropout as in the config, CrossEntropyLoss(reduction='sum') / B, SGD + clip_grad_norm_),
-  trained and evaluated (batch 1 x 1 step under ``torch.no_grad()``) in the same process;
-  numlstm and torch runs alternate and the medians are compared (ratio = numlstm / torch).
+  trained and evaluated (batch 1 x 1 step under ``torch.no_grad()``) by bench_torch.py. Each
+  side runs in processes of its own, alternately (numlstm, torch, numlstm, torch, ...: one
+  process per side and repeat), each started from this script's launch environment without
+  any thread variable, so that each library runs with its own defaults: PyTorch never sees
+  numlstm's OMP_WAIT_POLICY=PASSIVE. Ratio = median numlstm / median torch.
 * ``--hidden-sweep 200,400,...``: training words/s against hidden size for the small
   architecture (2 layers, T = 20), with the roofline; ``--plot PATH.png`` draws it.
 * ``--startup``: wall time of a fresh ``python -c "import numlstm; <small model, one train
@@ -32,7 +35,7 @@ run one config alone (``--configs medium``) to read it as that config's. Timings
 never asserted; the machine is noisy, so compare ratios measured in one run.
 
     python benchmarks/bench_train.py --configs small,medium --cells lstm,gru --compare-torch
-    python benchmarks/bench_train.py --configs small --steps 2 --eval-steps 50   # smoke test
+    python benchmarks/bench_train.py --configs test --steps 2 --eval-steps 50 --repeats 1  # smoke
     python benchmarks/bench_train.py --hidden-sweep 200,400,650,1000,1500 --plot sweep.png
 """
 
@@ -42,6 +45,10 @@ import argparse
 import contextlib
 import os
 import sys
+
+# The environment this script was started with, before --threads or ``import numlstm`` (which
+# sets OMP_WAIT_POLICY) change it: --compare-torch starts both sides from it.
+LAUNCH_ENV = dict(os.environ)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -60,6 +67,7 @@ if __name__ == "__main__":
     _thread_env_from_argv(sys.argv[1:])
 
 import datetime  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -67,7 +75,8 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -83,7 +92,8 @@ except ImportError:  # an older checkout without fast_eval
     evaluate_sequence = None
 
 B = 20  # batch size of every PTB config
-N_BATCHES = 8  # distinct random batches cycled through during a timed run
+N_BATCHES = 8  # distinct random batches cycled through during a timed run (as bench_torch.py)
+BENCH_TORCH = Path(__file__).resolve().parent / "bench_torch.py"
 
 STARTUP_CODE = """
 import numpy as np, numlstm
@@ -121,6 +131,34 @@ def machine_info(threads: int) -> dict:
         "numba_threading_layer": _threading_layer(),
         "blas": blas_name(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def thread_vars(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` that set threads or OpenMP behaviour (bench_torch.py has the
+    same rule): OMP_*, KMP_*, GOMP_*, anything with THREAD in its name, MKL_DYNAMIC."""
+    return {
+        k: v
+        for k, v in sorted(environ.items())
+        if k.startswith(("OMP_", "KMP_", "GOMP_")) or "THREAD" in k or k == "MKL_DYNAMIC"
+    }
+
+
+def numlstm_environment() -> dict:
+    """What numlstm ran with in this process (call it after the timed runs)."""
+    try:
+        from numlstm.fast.team import blas_thread_count
+
+        blas_threads = blas_thread_count()
+    except ImportError:  # an older checkout
+        blas_threads = None
+    return {
+        "thread_vars": thread_vars(os.environ),
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threading_layer": _threading_layer(),
+        "blas": blas_name(),
+        "blas_threads": blas_threads,
+        "numlstm_file": numlstm.__file__,
     }
 
 
@@ -275,101 +313,11 @@ def loss_loop(model: numlstm.LanguageModel, ids: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# PyTorch runners (only with --compare-torch)
-# --------------------------------------------------------------------------------------------
-
-
-def import_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
-def torch_model(torch, cfg: Config, cell: str, seed: int = 0):
-    """Embedding -> nn.LSTM / nn.GRU (time-major) -> Linear, dropout as in the tutorial:
-    on the embedding, between layers (the RNN's own ``dropout``) and on the top output."""
-    nn = torch.nn
-    V, H, L, p = cfg.vocab_size, cfg.hidden_size, cfg.num_layers, 1.0 - cfg.keep_prob
-    torch.manual_seed(seed)
-
-    class TorchLM(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embedding = nn.Embedding(V, H)
-            rnn = nn.LSTM if cell == "lstm" else nn.GRU
-            self.rnn = rnn(H, H, L, dropout=p if L > 1 else 0.0, batch_first=False)
-            self.drop = nn.Dropout(p)
-            self.fc = nn.Linear(H, V)
-            for w in self.parameters():
-                nn.init.uniform_(w, -cfg.init_scale, cfg.init_scale)
-
-        def forward(self, x, state):
-            out, state = self.rnn(self.drop(self.embedding(x)), state)
-            return self.fc(self.drop(out)), state
-
-    return TorchLM()
-
-
-def _detach(state):
-    if state is None:
-        return None
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
-def torch_trainer(torch, cfg: Config, cell: str, seed: int = 0) -> Callable[[int], None]:
-    model = torch_model(torch, cfg, cell, seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
-    batches = [
-        (
-            torch.from_numpy(np.ascontiguousarray(x.T, np.int64)),
-            torch.from_numpy(np.ascontiguousarray(y.T, np.int64)),
-        )
-        for x, y in random_batches(cfg, seed)
-    ]  # time-major (T, B)
-    holder = [None]
-
-    def run(steps: int) -> None:
-        model.train()
-        state = holder[0]
-        for i in range(steps):
-            x, y = batches[i % N_BATCHES]
-            logits, state = model(x, _detach(state))  # truncated BPTT: state without history
-            loss = loss_fn(logits.reshape(-1, cfg.vocab_size), y.reshape(-1)) / B
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-        holder[0] = _detach(state)
-
-    return run
-
-
-def torch_evaluator(torch, cfg: Config, cell: str, seed: int = 0) -> Callable[[np.ndarray], float]:
-    model = torch_model(torch, cfg, cell, seed)
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
-
-    def run(ids: np.ndarray) -> float:
-        model.eval()
-        t_ids = torch.from_numpy(ids.astype(np.int64))
-        state, total = None, 0.0
-        with torch.no_grad():
-            for t in range(len(ids) - 1):
-                logits, state = model(t_ids[t : t + 1].view(1, 1), state)
-                total += float(loss_fn(logits.view(1, -1), t_ids[t + 1 : t + 2]))
-        return total
-
-    return run
-
-
-# --------------------------------------------------------------------------------------------
 # One (config, cell) row
 # --------------------------------------------------------------------------------------------
 
 
-def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
+def bench_row(cfg_name: str, cfg: Config, cell: str, args) -> dict:
     words = args.steps * B * cfg.num_steps
     row: dict = {
         "config": cfg_name,
@@ -380,33 +328,25 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
         "keep_prob": cfg.keep_prob,
     }
 
-    # Training: warm-up (compiles the kernels, sizes the workspaces), then alternate.
+    # Training: warm-up (compiles the kernels, sizes the workspaces), then the timed runs.
     ours = numlstm_trainer(cfg, cell, threads=args.step_threads)
     ours(2)
-    theirs = torch_trainer(torch, cfg, cell) if torch is not None else None
-    if theirs is not None:
-        theirs(2)
-    train_wps: dict[str, list[float]] = {"numlstm": [], "torch": []}
+    train_wps: list[float] = []
     roofs: list[tuple[float, float]] = []
     for _ in range(args.repeats):
-        train_wps["numlstm"].append(words / timed(lambda: ours(args.steps)))
+        train_wps.append(words / timed(lambda: ours(args.steps)))
         roofs.append(roofline(cfg, cell))  # right after: the same machine load
-        if theirs is not None:
-            train_wps["torch"].append(words / timed(lambda: theirs(args.steps)))
-    row["numlstm_train_wps"] = statistics.median(train_wps["numlstm"])
-    row["numlstm_train_wps_runs"] = train_wps["numlstm"]
-    if theirs is not None:
-        row["torch_train_wps"] = statistics.median(train_wps["torch"])
-        row["torch_train_wps_runs"] = train_wps["torch"]
-        row["train_ratio"] = row["numlstm_train_wps"] / row["torch_train_wps"]
+    row["numlstm_train_wps"] = statistics.median(train_wps)
+    row["numlstm_train_wps_runs"] = train_wps
 
     # FLOPs and the GEMM roofline.
     row["flops_per_word"] = flops_per_word(cfg, cell)
     row["achieved_gflops"] = row["flops_per_word"] * row["numlstm_train_wps"] / 1e9
     row["gemm_seconds_per_step"] = statistics.median(r[0] for r in roofs)
+    row["gemm_seconds_per_step_runs"] = [r[0] for r in roofs]
     row["roofline_wps"] = statistics.median(r[1] for r in roofs)
     row["roofline_wps_runs"] = [r[1] for r in roofs]
-    row["efficiency_runs"] = [w / r[1] for w, r in zip(train_wps["numlstm"], roofs, strict=True)]
+    row["efficiency_runs"] = [w / r[1] for w, r in zip(train_wps, roofs, strict=True)]
     row["efficiency"] = statistics.median(row["efficiency_runs"])
 
     # Evaluation at batch 1 x 1 step.
@@ -420,8 +360,6 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
         evaluators["fast_eval"] = lambda a: evaluate_sequence(model, a)
         if args.eval_parallel:
             evaluators["fast_eval_parallel"] = lambda a: evaluate_sequence(model, a, parallel=True)
-    if torch is not None:
-        evaluators["torch"] = torch_evaluator(torch, cfg, cell)
     for f in evaluators.values():
         f(ids[:3])  # warm-up
     eval_wps: dict[str, list[float]] = {k: [] for k in evaluators}
@@ -431,9 +369,6 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args, torch) -> dict:
     for name, runs in eval_wps.items():
         row[f"{name}_eval_wps"] = statistics.median(runs)
         row[f"{name}_eval_wps_runs"] = runs
-    if torch is not None:
-        best = row.get("fast_eval_eval_wps", row["loss_loop_eval_wps"])
-        row["eval_ratio"] = best / row["torch_eval_wps"]
     row["peak_rss_mib"] = peak_rss_mib()
     return row
 
@@ -466,6 +401,114 @@ def print_table(rows: list[dict], with_torch: bool, with_parallel: bool) -> None
     print("|" + "|".join("---" for _ in cols) + "|")
     for r in rows:
         print("| " + " | ".join(_fmt(r.get(key), spec) for _, key, spec in cols) + " |")
+
+
+# --------------------------------------------------------------------------------------------
+# --compare-torch: each side in processes of its own
+# --------------------------------------------------------------------------------------------
+
+
+def side_environment() -> tuple[dict[str, str], dict[str, str]]:
+    """(environment both sides start from, the thread variables removed from it).
+
+    The launch environment without its thread variables: numlstm then sets its own default
+    (OMP_WAIT_POLICY=PASSIVE, at import) in its process only, and PyTorch runs with its own
+    defaults; a variable the user or a harness set would otherwise favour one side."""
+    removed = thread_vars(LAUNCH_ENV)
+    return {k: v for k, v in LAUNCH_ENV.items() if k not in removed}, removed
+
+
+def run_side(cmd: list[str], env: dict[str, str], what: str) -> dict:
+    """Run one side's process, which writes its result to the --json path at the end of cmd."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"{what} failed (exit status {proc.returncode}): {' '.join(cmd)}")
+    with open(cmd[-1]) as f:
+        return json.load(f)
+
+
+def merge_rows(rows: list[dict]) -> dict:
+    """One row from the one-repeat rows of several numlstm processes: every per-run list joined
+    and its median taken again (``x_runs`` -> ``x``); peak RSS is the largest process's."""
+    out = dict(rows[0])
+    for key in rows[0]:
+        if key.endswith("_runs"):
+            out[key] = [v for r in rows for v in r[key]]
+            out[key.removesuffix("_runs")] = statistics.median(out[key])
+    out["achieved_gflops"] = out["flops_per_word"] * out["numlstm_train_wps"] / 1e9
+    out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rows)
+    return out
+
+
+def compare_row(cfg_name: str, cfg: Config, cell: str, args, tmp: str) -> tuple[dict, dict, dict]:
+    """(row, numlstm environment, torch environment) of one config and cell: ``--repeats``
+    rounds of one numlstm process and one PyTorch process, each timing one run."""
+    env, _ = side_environment()
+    common = ["--steps", str(args.steps), "--eval-steps", str(args.eval_steps)]
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    ours = [sys.executable, os.path.abspath(__file__), "--configs", cfg_name, "--cells", cell,
+            "--repeats", "1", *common, *threads]  # fmt: skip
+    if args.step_threads_given:
+        ours += ["--step-threads", str(args.step_threads)]
+    if args.eval_parallel:
+        ours.append("--eval-parallel")
+    theirs = [sys.executable, str(BENCH_TORCH), "--cell", cell, "--vocab", str(cfg.vocab_size),
+              "--hidden", str(cfg.hidden_size), "--layers", str(cfg.num_layers),
+              "--num-steps", str(cfg.num_steps), "--keep-prob", str(cfg.keep_prob),
+              "--init-scale", str(cfg.init_scale), "--lr", str(cfg.learning_rate),
+              "--max-grad-norm", str(cfg.max_grad_norm), *common, *threads]  # fmt: skip
+    rows, torch_runs = [], []
+    for i in range(args.repeats):
+        mine = run_side([*ours, "--json", f"{tmp}/numlstm{i}.json"], env, "the numlstm side")
+        other = run_side([*theirs, "--json", f"{tmp}/torch{i}.json"], env, "the torch side")
+        if other["environment"]["numlstm_imported"]:
+            raise SystemExit("the torch side imported numlstm: the comparison is not fair")
+        rows.append(mine["rows"][0])
+        torch_runs.append(other)
+        print(
+            f"  round {i + 1}/{args.repeats}: numlstm train {rows[-1]['numlstm_train_wps']:,.0f}"
+            f" words/s, eval {_best_eval(rows[-1]):,.0f}; torch train "
+            f"{other['torch_train_wps']:,.0f}, eval {other['torch_eval_wps']:,.0f}",
+            flush=True,
+        )
+    row = merge_rows(rows)
+    for key in ("torch_train_wps", "torch_eval_wps"):
+        row[f"{key}_runs"] = [r[key] for r in torch_runs]
+        row[key] = statistics.median(row[f"{key}_runs"])
+    row["train_ratio"] = row["numlstm_train_wps"] / row["torch_train_wps"]
+    row["eval_ratio"] = _best_eval(row) / row["torch_eval_wps"]
+    ours_env = dict(mine["environment"]["numlstm"], machine=mine["machine"], args=mine["args"])
+    return row, ours_env, torch_runs[0]["environment"]
+
+
+def _best_eval(row: dict) -> float:
+    """numlstm's batch-1 evaluation words/s that the ratio uses: fast_eval where it exists."""
+    return row.get("fast_eval_eval_wps", row["loss_loop_eval_wps"])
+
+
+def print_environments(ours: dict, theirs: dict, removed: dict[str, str]) -> None:
+    def fmt(d: dict[str, str]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in d.items()) or "none"
+
+    print(
+        f"\nEach side ran in processes of its own, alternately, started without these "
+        f"variables of this script's environment: {fmt(removed)}"
+    )
+    print(
+        f"  numlstm side: thread variables {fmt(ours['thread_vars'])}; Numba "
+        f"{ours['numba_threads']} threads ({ours['numba_threading_layer']}); NumPy BLAS "
+        f"{ours['blas']}, {ours['blas_threads']} threads; numlstm from {ours['numlstm_file']}"
+    )
+    print(
+        f"  torch side (numlstm not imported): thread variables {fmt(theirs['thread_vars'])}; "
+        f"torch {theirs['torch']}, torch.get_num_threads() {theirs['torch_num_threads']} "
+        f"(inter-op {theirs['torch_interop_threads']}); BLAS {theirs['torch_blas']}, "
+        f"torch.backends.mkl.is_available() {theirs['mkl_available']}, mkldnn (oneDNN) "
+        f"available {theirs['mkldnn_available']} enabled {theirs['mkldnn_enabled']}, "
+        f"OpenMP {theirs['openmp_available']}; NumPy BLAS {theirs['numpy_blas']}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +602,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", default="small,medium", help="comma list: small,medium,large")
+    parser.add_argument(
+        "--configs",
+        default="small,medium",
+        help="comma list: small,medium,large; test (1 x 2 units, T=2) for a quick smoke run",
+    )
     parser.add_argument("--cells", default="lstm,gru", help="comma list: lstm,gru")
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed run")
     parser.add_argument(
@@ -573,7 +620,8 @@ def main(argv: list[str] | None = None) -> None:
         "--threads",
         type=int,
         default=None,
-        help="BLAS / Numba / torch threads (default: the libraries' own)",
+        help="BLAS / Numba / torch threads (default: the libraries' own; with "
+        "--compare-torch, the defaults of each side's own process)",
     )
     parser.add_argument(
         "--step-threads",
@@ -582,7 +630,12 @@ def main(argv: list[str] | None = None) -> None:
         help="row blocks of each numlstm training step run in threads (parallel.py); default: "
         "parallel.default_threads(20), as `numlstm train` chooses; 1: BLAS's own threads",
     )
-    parser.add_argument("--compare-torch", action="store_true", help="also time PyTorch")
+    parser.add_argument(
+        "--compare-torch",
+        action="store_true",
+        help="also time PyTorch (bench_torch.py): each side in processes of its own, "
+        "alternately, one per repeat; needs torch in this Python",
+    )
     parser.add_argument(
         "--eval-parallel", action="store_true", help="also time fast_eval with parallel=True"
     )
@@ -602,22 +655,27 @@ def main(argv: list[str] | None = None) -> None:
         if c not in ("lstm", "gru"):
             parser.error(f"unknown cell {c!r}")
     threads = args.threads or os.cpu_count() or 1
+    args.step_threads_given = args.step_threads is not None
     if args.step_threads is None:
         args.step_threads = default_threads(B)
-    torch = None
-    if args.compare_torch:
-        torch = import_torch()
-        if torch is None:
-            print("torch not installed: skipping")
-        else:
-            torch.set_num_threads(threads)
+    # Only asked, not imported: PyTorch runs in bench_torch.py's processes.
+    with_torch = args.compare_torch and importlib.util.find_spec("torch") is not None
+    if args.compare_torch and not with_torch:
+        print("torch not installed: skipping")
 
     results: dict = {"args": vars(args), "flops_formula": FLOPS_FORMULA, "rows": []}
+    envs: tuple[dict, dict] | None = None
     for name in configs:
         cfg = get_config(name)
         for cell in cells:
             print(f"running {name} {cell} ...", flush=True)
-            results["rows"].append(bench_row(name, cfg, cell, args, torch))
+            if with_torch:
+                with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+                    row, *sides = compare_row(name, cfg, cell, args, tmp)
+                envs = envs or (sides[0], sides[1])
+                results["rows"].append(row)
+            else:
+                results["rows"].append(bench_row(name, cfg, cell, args))
     if args.hidden_sweep:
         sizes = [int(h) for h in args.hidden_sweep.split(",") if h]
         print("hidden-size sweep (small architecture):", flush=True)
@@ -628,14 +686,23 @@ def main(argv: list[str] | None = None) -> None:
         print("startup: two fresh processes, the first with an empty Numba cache ...", flush=True)
         results["startup"] = startup_times()
 
-    info = machine_info(threads)
+    if envs is not None:  # the numlstm process's description: its Numba layer has started
+        info = dict(envs[0]["machine"], torch=envs[1]["torch"])
+        step_threads = envs[0]["args"]["step_threads"]
+        results["environment"] = {
+            "numlstm": envs[0],
+            "torch": envs[1],
+            "removed": side_environment()[1],
+        }
+    else:
+        info = machine_info(threads)
+        step_threads = args.step_threads
+        results["environment"] = {"numlstm": numlstm_environment()}
     results["machine"] = info
-    if torch is not None:
-        info["torch"] = torch.__version__
     print()
     print(
         f"Machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs, "
-        f"threads {threads}, numlstm step threads {args.step_threads}; "
+        f"threads {threads}, numlstm step threads {step_threads}; "
         f"Python {info['python']}, NumPy {info['numpy']} "
         f"(BLAS: {info['blas']}), Numba {info['numba']} "
         f"({info['numba_threading_layer']})"
@@ -647,7 +714,7 @@ def main(argv: list[str] | None = None) -> None:
         f"evaluation: batch 1 x 1 step, {args.eval_steps} words per run\n"
     )
     if results["rows"]:
-        print_table(results["rows"], torch is not None, args.eval_parallel)
+        print_table(results["rows"], with_torch, args.eval_parallel)
         print(f"\nFLOPs per trained word (GEMMs only, backward = 2 x forward): {FLOPS_FORMULA}")
         for r in results["rows"]:
             print(
@@ -662,7 +729,21 @@ def main(argv: list[str] | None = None) -> None:
         for r in results["rows"]:
             runs = ", ".join(f"{e:.0%}" for e in r["efficiency_runs"])
             print(f"  {r['config']} {r['cell']} efficiency per run: {runs}")
-        print("peak RSS is the process's peak so far: run one config alone for its own figure.")
+        if with_torch:
+            print("peak RSS: the largest of the numlstm processes' peaks.")
+            for r in results["rows"]:
+                for side in ("numlstm_train", "torch_train", "torch_eval"):
+                    runs = ", ".join(f"{w:,.0f}" for w in r[f"{side}_wps_runs"])
+                    print(f"  {r['config']} {r['cell']} {side} words/s per round: {runs}")
+        else:
+            print("peak RSS is the process's peak so far: run one config alone for its own "
+                  "figure.")  # fmt: skip
+    if envs is not None:
+        print_environments(*envs, results["environment"]["removed"])
+    elif results["rows"]:
+        e = results["environment"]["numlstm"]
+        vars_ = ", ".join(f"{k}={v}" for k, v in e["thread_vars"].items()) or "none"
+        print(f"numlstm ran with thread variables {vars_}; NumPy BLAS {e['blas_threads']} threads")
     if "startup" in results:
         s = results["startup"]
         print(

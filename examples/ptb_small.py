@@ -2,6 +2,7 @@
 
     python examples/ptb_small.py                      # downloads PTB to ~/.cache/numlstm once
     python examples/ptb_small.py --data-dir DIR       # or use ptb.{train,valid,test}.txt in DIR
+    python examples/ptb_small.py --epochs 1 --max-words 2000   # a smoke run of a few seconds
 
 Test perplexity about 115, in about 30 minutes on 2 CPU cores. The training step is the one
 `python -m numlstm train --config small` runs (that command adds checkpoints, logs and a plot;
@@ -12,6 +13,7 @@ are those of `model.loss_and_grads(x, y, state)` on the whole batch, up to float
 """
 
 import argparse
+import dataclasses
 import math
 import time
 
@@ -23,6 +25,9 @@ from numlstm.train import evaluate
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
 parser.add_argument("--data-dir", help="folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt")
 parser.add_argument("--epochs", type=int, help="fewer epochs for a quick look (default 13)")
+parser.add_argument(
+    "--max-words", type=int, help="use only the first N words of each split (default: all)"
+)
 args = parser.parse_args()
 
 config = SmallConfig()  # 2 layers x 200 units, 20 steps, batch 20, lr 1.0 halved from epoch 5
@@ -32,6 +37,9 @@ try:
     data = ptb.load_ptb(args.data_dir)  # word ids; vocabulary of 10,000 words
 except ptb.DataError as e:  # no files and no download: say so in one line, with the way out
     parser.exit(2, f"ptb_small.py: {e}\n(pass --data-dir DIR with ptb.train.txt etc.)\n")
+if args.max_words:  # the vocabulary stays the full training set's 10,000 words
+    n = args.max_words
+    data = dataclasses.replace(data, train=data.train[:n], valid=data.valid[:n], test=data.test[:n])
 print(f"train {len(data.train):,} words, valid {len(data.valid):,}, test {len(data.test):,}")
 
 model = numlstm.LanguageModel(
