@@ -18,7 +18,7 @@ only speed is measured. Prints a Markdown table of the median over ``--repeats``
 variants alternating within each repeat; never asserts.
 
     python benchmarks/bench_busy.py                        # quiet, then with one busy process
-    python benchmarks/bench_busy.py --steps 2 --words 20 --repeats 1 --hogs 1   # smoke test
+    python benchmarks/bench_busy.py --steps 1 --words 3 --repeats 1 --workloads ptb-small  # smoke
 """
 
 from __future__ import annotations
@@ -126,10 +126,11 @@ def measure(args: argparse.Namespace, hogs: int) -> dict[tuple[str, str], float]
         rows: dict[tuple[str, str], list[float]] = {}
         cases = [(w, v) for w in WORKLOADS for v in ("blas-all", "blas-1", "blocks")]
         cases += [(g, v) for g in GENERATE for v in ("blas-all", "blas-1")]
+        cases = [(w, v) for w, v in cases if w in args.workloads]
         runners = {}
         for w, v in cases:
             runners[w, v] = generator(w, v) if w in GENERATE else trainer(w, v)
-            runners[w, v][0](50 if w in GENERATE else 2)  # compile, allocate, warm up
+            runners[w, v][0](min(50, args.words) if w in GENERATE else 2)  # compile, warm up
         for _ in range(args.repeats):
             for w, v in cases:  # variants alternate within each repeat
                 n = args.words if w in GENERATE else args.steps
@@ -150,7 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--words", type=int, default=300, help="generated words per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median)")
     parser.add_argument("--hogs", type=int, default=1, help="busy processes in the busy runs")
+    everything = [*WORKLOADS, *GENERATE]
+    parser.add_argument("--workloads", default=",".join(everything),
+                        help=f"comma list of {', '.join(everything)}")  # fmt: skip
     args = parser.parse_args(argv)
+    args.workloads = args.workloads.split(",")
+    unknown = set(args.workloads) - set(everything)
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {everything}")
     if not blas_threads_controllable():
         sys.exit("NumPy's BLAS is not an OpenBLAS numlstm can control; nothing to compare")
     print(f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}"

@@ -72,7 +72,7 @@ def test_every_script_has_a_test():
         "examples/ptb_small.py", "examples/shakespeare.py", "benchmarks/bench_layers.py",
         "benchmarks/bench_train.py", "benchmarks/bench_torch.py", "benchmarks/profile_step.py",
         "benchmarks/bench_mpi.py", "benchmarks/mpi_cost_model.py",
-        "benchmarks/compare_commits.py",
+        "benchmarks/compare_commits.py", "benchmarks/bench_busy.py",
     }  # fmt: skip
     scripts = {p.relative_to(REPO).as_posix() for d in ("examples", "benchmarks")
                for p in (REPO / d).glob("*.py")}  # fmt: skip
@@ -196,6 +196,14 @@ def test_profile_step(tmp_path):
               "--warmup", "1", cwd=tmp_path)  # fmt: skip
     one(r"^\| \*\*total \(profiled step\)\*\* \| \*\*[\d.]+\*\* \| 100 \|$", out)
     one(r"^\| lstm fwd GEMMs \| [\d.]+ \| [\d.]+ \|$", out)
+
+
+def test_bench_busy(tmp_path):
+    out = run("benchmarks/bench_busy.py", "--steps", "1", "--words", "3", "--repeats", "1",
+              "--workloads", "ptb-small,generate-small", cwd=tmp_path)  # fmt: skip
+    for workload, variant in [("ptb-small", "blocks"), ("ptb-small", "blas-all"),
+                              ("generate-small", "blas-1")]:  # fmt: skip
+        one(rf"^\| {workload} \| {variant} \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$", out)
 
 
 @needs_ptb
