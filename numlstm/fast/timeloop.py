@@ -1,7 +1,8 @@
 """Numba loops over time: the recurrent product and the fused gate kernel of every step.
 
-``lstm.py`` and ``gru.py`` call one function below per layer and direction instead of a
-Python loop of T steps. That matters twice:
+``rnn.py``, ``lstm.py`` and ``gru.py`` call one function below per layer and direction instead
+of a Python loop of T steps (with ``lengths=``, the backward loop once per group of equal
+lengths, on slices of the arrays: docs/rnn.md section 5.2). That matters twice:
 
 - The 20-row recurrent product ``h_{t-1} Wh`` (L2, G2) is the GEMM shape where OpenBLAS is
   slowest (a (B, H) x (H, 4H) product with B = 20; docs/performance.md). ``matmul_nt`` below
