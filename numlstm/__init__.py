@@ -6,6 +6,12 @@ Layer API (time-major: x (T, B, D), hs (T, B, H), states (B, H)); see docs/ for 
     dx, dh0, dc0, dWx, dWh, db = numlstm.lstm_backward(dhs, dhT, dcT, cache)
     hs, hT, cache = numlstm.gru_forward(x, h0, Wx, Wh, bx, bh)
     dx, dh0, dWx, dWh, dbx, dbh = numlstm.gru_backward(dhs, dhT, cache)
+    hs, hT, cache = numlstm.rnn_forward(x, h0, Wx, Wh, b)          # plain tanh RNN
+    dx, dh0, dWx, dWh, db = numlstm.rnn_backward(dhs, dhT, cache)
+
+Every forward takes ``lengths=`` (B,) for padded batches (docs/rnn.md section 5);
+``reverse_sequence`` and ``bidirectional_forward``/``bidirectional_backward`` build a
+bidirectional layer from two one-directional ones.
 """
 
 import os as _os
@@ -34,6 +40,13 @@ from .layers import (
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .model import LanguageModel
 from .optim import SGD, Adam, clip_by_global_norm, clip_factor, global_norm
+from .rnn import RNNCache, rnn_backward, rnn_forward
+from .sequences import (
+    BidirectionalCache,
+    bidirectional_backward,
+    bidirectional_forward,
+    reverse_sequence,
+)
 
 __version__ = "0.1.0"
 
@@ -41,7 +54,8 @@ __all__ = [
     "LSTMCache", "GRUCache", "LanguageModel", "Workspace", "SGD", "Adam", "IndexedRows",
     "DataParallel", "default_threads",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
-    "gru_forward", "gru_backward",
+    "gru_forward", "gru_backward", "RNNCache", "rnn_forward", "rnn_backward",
+    "reverse_sequence", "BidirectionalCache", "bidirectional_forward", "bidirectional_backward",
     "embedding_forward", "embedding_backward", "dropout_forward", "dropout_backward",
     "dropout_mask", "softmax_xent_forward_backward", "softmax_xent_loss",
     "clip_by_global_norm", "clip_factor", "global_norm",

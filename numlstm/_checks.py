@@ -88,3 +88,23 @@ def token_ids(name: str, ids: object, vocab_size: int, ndim: int | None = None) 
             f"[0, {vocab_size})"
         )
     return np.ascontiguousarray(ids)
+
+
+def lengths(name: str, value: object, T: int, B: int) -> np.ndarray:
+    """Validate sequence lengths: a (B,) integer array with 0 <= value[b] <= T (not bool, not
+    float). Returns a contiguous int64 copy, safe to index with (docs/rnn.md, M1)."""
+    if isinstance(value, list | tuple):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a (B,) numpy integer array, got {type(value).__name__}")
+    if value.dtype == np.bool_ or not np.issubdtype(value.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers (one length per sequence), got {value.dtype}")
+    if value.shape != (B,):
+        raise ValueError(f"{name} must have shape (B,) = ({B},), got {value.shape}")
+    if B and (value.min() < 0 or value.max() > T):
+        bad = int(np.flatnonzero((value < 0) | (value > T))[0])
+        raise ValueError(
+            f"{name}[{bad}] = {int(value[bad])} is outside [0, T] = [0, {T}]: a sequence "
+            f"cannot be longer than x"
+        )
+    return np.ascontiguousarray(value, dtype=np.int64)

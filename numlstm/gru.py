@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, kernels
+from . import _checks, kernels, sequences
 from .fast import timeloop
 from .fast.blas import matmul_into
 from .fast.workspace import FRESH, Workspace
@@ -32,7 +32,8 @@ class GRUCache:
     """What ``gru_backward`` needs from the forward pass.
 
     x (T, B, D); Wx (D, 3H); Wh (H, 3H); gates (T, B, 3H) [r, z, n]; h (T+1, B, H), h[0] = h0;
-    reset_after; aux (T, B, H): h Wh_n + bh_n when reset_after, else r * h_{t-1}.
+    reset_after; aux (T, B, H): h Wh_n + bh_n when reset_after, else r * h_{t-1}; lengths (B,)
+    or None (all T steps real; with lengths, h is zero past each end, M2).
     """
 
     x: np.ndarray
@@ -42,6 +43,7 @@ class GRUCache:
     h: np.ndarray
     aux: np.ndarray
     reset_after: bool
+    lengths: np.ndarray | None = None
 
 
 def _forward_buffers(ws: Workspace, tag: str, T, B, H, dt, reset_after: bool) -> tuple:
@@ -116,6 +118,7 @@ def gru_forward(
     bh: np.ndarray,
     *,
     reset_after: bool = True,
+    lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, GRUCache]:
     """Run a GRU over a whole sequence (G1-G5, or G2c/G4c, of docs/gru.md).
 
@@ -138,6 +141,9 @@ def gru_forward(
     x : (T, B, D) inputs; h0 : (B, H) initial state.
     Wx : (D, 3H), Wh : (H, 3H), bx : (3H,), bh : (3H,) weights, blocks ordered r, z, n.
     reset_after : True for the cuDNN form (G1-G5), False for Cho et al. 2014 (G2c, G4c).
+    lengths : (B,) integers in [0, T], or None (all T). Sequence b has lengths[b] real steps;
+        past them hs is zero and the state is carried (M1-M2 of docs/rnn.md), so hT is the
+        state after step lengths[b] (h0 for length 0).
 
     Returns
     -------
@@ -145,13 +151,28 @@ def gru_forward(
     """
     reset_after = _checks.flag("reset_after", reset_after)
     x, h0, Wx, Wh, bx, bh = _check_gru(x, h0, Wx, Wh, bx, bh)
-    return gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, reset_after)
+    lengths = sequences.prepare_lengths(lengths, x.shape[0], x.shape[1])
+    return gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, reset_after, lengths=lengths)
 
 
 def gru_forward_unchecked(
-    x, h0, Wx, Wh, bx, bh, reset_after=True, ws: Workspace = FRESH, tag: str = "gru"
+    x,
+    h0,
+    Wx,
+    Wh,
+    bx,
+    bh,
+    reset_after=True,
+    ws: Workspace = FRESH,
+    tag: str = "gru",
+    *,
+    lengths=None,
 ):
-    """``gru_forward`` without validation; ``ws``/``tag`` say where buffers come from."""
+    """``gru_forward`` without validation; ``ws``/``tag`` say where buffers come from.
+
+    ``lengths``: validated (B,) int64 with some entry < T, or None. As in lstm.py, the loop
+    runs every step for every row and the steps past an end are ignored (docs/rnn.md 5.2).
+    """
     T, B, D = x.shape
     H = h0.shape[1]
     ax, gates, h, aux, ah = _forward_buffers(ws, tag, T, B, H, x.dtype, reset_after)
@@ -183,9 +204,13 @@ def gru_forward_unchecked(
             kernels.gru_cho_cell_forward(ax[t], bx, ahw_n, bh, h[t], gates[t], h[t + 1])
             #   (G4c) n = tanh(A^{x,n} + bx_n + (r ⊙ h_{t-1}) Wh_n + bh_n)
             #   (G5)  h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+    if lengths is None:
+        hT = h[T].copy()
+    else:
+        (hT,) = sequences.finish_forward(h, lengths)  # M1 (hT), M2 (hs zero past the end)
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
-    return hs, h[T].copy(), GRUCache(x, Wx, Wh, gates, h, aux, reset_after)
+    return hs, hT, GRUCache(x, Wx, Wh, gates, h, aux, reset_after, lengths)
 
 
 def gru_backward(
@@ -211,6 +236,9 @@ def gru_backward(
         (dG4c) da^n_t = dn_t ⊙ (1 - n_t²);  dq_t = da^n_t Wh_n^T;  dr_t = dq_t ⊙ h_{t-1},
                dh_{t-1} += dq_t ⊙ r_t;   after the loop dWh_n = Q^T dA^{h,n}
         (dG2c) dh_{t-1} += da^{h,rz}_t Wh_rz^T;   after the loop dWh_rz = H_prev^T dA^{h,rz}
+
+    With lengths (from the forward pass): dhs past a sequence's end has no effect and dhT flows
+    into the state of step lengths[b] (dM1, dM2, M3 of docs/rnn.md).
 
     Parameters
     ----------
@@ -246,37 +274,19 @@ def gru_backward_unchecked(
     H = Wh.shape[0]
     bufs = _backward_buffers(ws, tag, T, B, D, H, x.dtype, cache.reset_after)
     dh, dh_prev, dax, drec, dWx, dWh, dbx, dbh, dx = bufs
-    dh[...] = dhT
-    Hprev = h[:T].reshape(T * B, H)  # H_prev: h_0 .. h_{T-1} stacked
-    if timeloop.use_time_loop(B):
-        _backward_steps_numba(dhs, dh, cache, dax, drec, dh_prev, need_dh0, ws, tag)
-    elif cache.reset_after:
-        dah = drec
-        WhT = Wh.T  # a transposed view: BLAS reads it without a copy
-        for t in range(T - 1, -1, -1):  # step t+1: h[t] holds h_{t-1} of the equations
-            kernels.gru_cell_backward(
-                dhs[t], dh, cache.gates[t], cache.aux[t], h[t], dax[t], dah[t], dh_prev
-            )
-            # ... in the kernel, element by element, with dh = dhs_t + dh:
-            #   (dG5) dz = dh ⊙ (h_{t-1} - n), dn = dh ⊙ (1 - z);  dh_prev = dh ⊙ z
-            #   (dG4) da^n = dn ⊙ (1 - n²);  dr = da^n ⊙ a^{h,n};  da^{h,n} = da^n ⊙ r
-            #   (dG3) da^r = dr ⊙ r(1 - r), da^z = dz ⊙ z(1 - z)
-            if t > 0 or need_dh0:
-                matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = da^h_t Wh^T ...
-                dh += dh_prev  # ... + dh ⊙ z (dG5)
+    lengths = cache.lengths
+    if lengths is None:
+        dh[...] = dhT
     else:
-        drh = drec
-        Wh_rzT, Wh_nT = Wh[:, : 2 * H].T, Wh[:, 2 * H :].T
-        for t in range(T - 1, -1, -1):
-            kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
-            #   (dG5)  dz = dh ⊙ (h_{t-1} - n), dn = dh ⊙ (1 - z);  dh_prev = dh ⊙ z
-            #   (dG4c) da^n = dn ⊙ (1 - n²);   (dG3) da^z = dz ⊙ z(1 - z)
-            matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) dq = da^n Wh_n^T
-            kernels.gru_rz_backward(drh, cache.gates[t], h[t], dax[t], dh_prev)
-            #   (dG4c) dr = dq ⊙ h_{t-1};  dh_prev += dq ⊙ r;   (dG3) da^r = dr ⊙ r(1 - r)
-            if t > 0 or need_dh0:
-                matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da^{h,rz} Wh_rz^T ...
-                dh += dh_prev  # ... + dh ⊙ z + dq ⊙ r
+        dhs = sequences.masked_dhs(dhs, lengths)  # (dM2) dhs past the end has no effect
+        dh[...] = 0  # (dM1) rows past their end carry no gradient until their last step
+    Hprev = h[:T].reshape(T * B, H)  # H_prev: h_0 .. h_{T-1} stacked
+    # Without lengths one segment, t = T-1 .. 0; with them one per distinct length (M3).
+    for lo, hi, rows in sequences.backward_segments(lengths, T):
+        if lengths is not None:
+            dh[rows] += dhT[rows]  # (M3) dhT flows into the state of step lengths[b]
+        if hi > lo:
+            _backward_steps(dhs, dh, cache, dax, drec, dh_prev, need_dh0, ws, tag, lo, hi)
     dAx = dax.reshape(T * B, 3 * H)
     if cache.reset_after:
         dAh = drec.reshape(T * B, 3 * H)
@@ -293,6 +303,43 @@ def gru_backward_unchecked(
         dbx[...] = dbh  # (dG1) the same gradient in this form
     np.matmul(dAx, Wx.T, out=dx.reshape(T * B, D))  # (dG1) dX = dA^x Wx^T
     return dx, (dh if need_dh0 else None), dWx, dWh, dbx, dbh
+
+
+def _backward_steps(dhs, dh, cache: GRUCache, dax, drec, dh_prev, need_dh0, ws, tag, lo, hi):
+    """The reverse loop for the steps hi..lo+1 (0-based t = hi-1 .. lo); dh in: the gradient
+    on h_hi; out: on h_lo (only if lo > 0 or need_dh0)."""
+    Wh, h = cache.Wh, cache.h
+    H = Wh.shape[0]
+    if timeloop.use_time_loop(dh.shape[0]):
+        need = lo > 0 or need_dh0
+        _backward_steps_numba(dhs, dh, cache, dax, drec, dh_prev, need, ws, tag, lo, hi)
+    elif cache.reset_after:
+        dah = drec
+        WhT = Wh.T  # a transposed view: BLAS reads it without a copy
+        for t in range(hi - 1, lo - 1, -1):  # step t+1: h[t] holds h_{t-1} of the equations
+            kernels.gru_cell_backward(
+                dhs[t], dh, cache.gates[t], cache.aux[t], h[t], dax[t], dah[t], dh_prev
+            )
+            # ... in the kernel, element by element, with dh = dhs_t + dh:
+            #   (dG5) dz = dh ⊙ (h_{t-1} - n), dn = dh ⊙ (1 - z);  dh_prev = dh ⊙ z
+            #   (dG4) da^n = dn ⊙ (1 - n²);  dr = da^n ⊙ a^{h,n};  da^{h,n} = da^n ⊙ r
+            #   (dG3) da^r = dr ⊙ r(1 - r), da^z = dz ⊙ z(1 - z)
+            if t > 0 or need_dh0:
+                matmul_into(dah[t], WhT, dh)  # (dG2) dh_{t-1} = da^h_t Wh^T ...
+                dh += dh_prev  # ... + dh ⊙ z (dG5)
+    else:
+        drh = drec
+        Wh_rzT, Wh_nT = Wh[:, : 2 * H].T, Wh[:, 2 * H :].T
+        for t in range(hi - 1, lo - 1, -1):
+            kernels.gru_cho_cell_backward(dhs[t], dh, cache.gates[t], h[t], dax[t], dh_prev)
+            #   (dG5)  dz = dh ⊙ (h_{t-1} - n), dn = dh ⊙ (1 - z);  dh_prev = dh ⊙ z
+            #   (dG4c) da^n = dn ⊙ (1 - n²);   (dG3) da^z = dz ⊙ z(1 - z)
+            matmul_into(dax[t, :, 2 * H :], Wh_nT, drh)  # (dG4c) dq = da^n Wh_n^T
+            kernels.gru_rz_backward(drh, cache.gates[t], h[t], dax[t], dh_prev)
+            #   (dG4c) dr = dq ⊙ h_{t-1};  dh_prev += dq ⊙ r;   (dG3) da^r = dr ⊙ r(1 - r)
+            if t > 0 or need_dh0:
+                matmul_into(dax[t, :, : 2 * H], Wh_rzT, dh)  # (dG2c) da^{h,rz} Wh_rz^T ...
+                dh += dh_prev  # ... + dh ⊙ z + dq ⊙ r
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,18 +363,17 @@ def _forward_steps_numba(ax, Wh, bx, bh, h, gates, aux, ah, reset_after, ws, tag
         )
 
 
-def _backward_steps_numba(dhs, dh, cache: GRUCache, dax, drec, dh_prev, need_dh0, ws, tag):
-    """The reverse loop over t of ``gru_backward_unchecked`` in one Numba call."""
+def _backward_steps_numba(dhs, dh, cache: GRUCache, dax, drec, dh_prev, need, ws, tag, lo, hi):
+    """The reverse loop of ``_backward_steps`` in one Numba call, on the slices of steps lo..hi-1
+    of the arrays (the whole of them without lengths)."""
     Wh, H = cache.Wh, cache.Wh.shape[0]
+    dhs, gates, h, dax = dhs[lo:hi], cache.gates[lo:hi], cache.h[lo:hi], dax[lo:hi]
     if cache.reset_after:
-        timeloop.gru_backward_loop(
-            dhs, dh, cache.gates, cache.aux, cache.h, Wh, dax, drec, dh_prev, need_dh0
-        )
+        ahn, dah = cache.aux[lo:hi], drec[lo:hi]
+        timeloop.gru_backward_loop(dhs, dh, gates, ahn, h, Wh, dax, dah, dh_prev, need)
     else:  # with contiguous copies of Wh's two blocks
         Wh_rz = ws.empty(tag + ".Wh_rz", (H, 2 * H), Wh.dtype)
         Wh_n = ws.empty(tag + ".Wh_n", (H, H), Wh.dtype)
         np.copyto(Wh_rz, Wh[:, : 2 * H])
         np.copyto(Wh_n, Wh[:, 2 * H :])
-        timeloop.gru_cho_backward_loop(
-            dhs, dh, cache.gates, cache.h, Wh_rz, Wh_n, dax, drec, dh_prev, need_dh0
-        )
+        timeloop.gru_cho_backward_loop(dhs, dh, gates, h, Wh_rz, Wh_n, dax, drec, dh_prev, need)

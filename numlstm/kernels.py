@@ -8,8 +8,8 @@ Every kernel is compiled lazily for the dtypes it sees (float32 and float64 both
 cached on disk (``cache=True``), so the compile cost is paid once per machine, not per run.
 Kernels do **not** bounds-check: callers validate shapes and token ids first.
 
-Equation numbers (L1..L6, G1..G5, S1..S3, E1) refer to ``docs/lstm.md``, ``docs/gru.md`` and
-``docs/layers.md``.
+Equation numbers (R1, R2, L1..L6, G1..G5, S1..S3, E1) refer to ``docs/rnn.md``, ``docs/lstm.md``,
+``docs/gru.md`` and ``docs/layers.md``.
 """
 
 from __future__ import annotations
@@ -109,6 +109,32 @@ def lstm_cell_backward(dh_out, dh_next, dc, gates, c_prev, tc, da):
             dg[j] = dct * i * (1.0 - g * g)  # dL5 (dg) then dL4
             do[j] = dh * t * o * (1.0 - o)  # dL6 (do) then dL3
             dcn[j] = dct * f  # dL5: dc_{t-1}
+
+
+# --------------------------------------------------------------------------------------------
+# Plain (Elman) RNN
+# --------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def rnn_cell_forward(ax, ah, b, h):
+    """One RNN step, equation R2: h = tanh(ax + ah + b). ax (B, H) = x_t Wx (R1); ah (B, H) =
+    h_{t-1} Wh; b (H,), added here rather than in a pass over ax; output h (B, H)."""
+    for n in range(ax.shape[0]):
+        xn, an, hn = ax[n], ah[n], h[n]
+        for j in range(ax.shape[1]):
+            hn[j] = tanh(xn[j] + an[j] + b[j])  # R2
+
+
+@njit(**_JIT)
+def rnn_cell_backward(dh_out, dh_next, h, da):
+    """Backward of one RNN step, dR2: da = (dhs_t + dh_t^rec) * (1 - h_t^2). dh_out, dh_next,
+    h (B, H): dhs[t], the gradient from step t+1 and h_t; output da (B, H)."""
+    for n in range(h.shape[0]):
+        up, nxt, hn, dn = dh_out[n], dh_next[n], h[n], da[n]
+        for j in range(h.shape[1]):
+            y = hn[j]
+            dn[j] = (up[j] + nxt[j]) * (1.0 - y * y)  # dR2
 
 
 # --------------------------------------------------------------------------------------------

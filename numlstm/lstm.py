@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks, kernels
+from . import _checks, kernels, sequences
 from .fast import timeloop
 from .fast.blas import matmul_into
 from .fast.workspace import FRESH, Workspace
@@ -31,7 +31,8 @@ class LSTMCache:
     """What ``lstm_backward`` needs from the forward pass.
 
     x (T, B, D); Wx (D, 4H); Wh (H, 4H); gates (T, B, 4H) activated [i, f, g, o];
-    h (T+1, B, H) with h[0] = h0; c (T+1, B, H) with c[0] = c0; tc (T, B, H) = tanh(c[1:]).
+    h (T+1, B, H) with h[0] = h0; c (T+1, B, H) with c[0] = c0; tc (T, B, H) = tanh(c[1:]);
+    lengths (B,) or None (all T steps real; with lengths, h is zero past each end, M2).
     """
 
     x: np.ndarray
@@ -41,6 +42,7 @@ class LSTMCache:
     h: np.ndarray
     c: np.ndarray
     tc: np.ndarray
+    lengths: np.ndarray | None = None
 
 
 def _forward_buffers(ws: Workspace, tag: str, T: int, B: int, H: int, dt: np.dtype) -> tuple:
@@ -99,6 +101,8 @@ def lstm_forward(
     Wh: np.ndarray,
     b: np.ndarray,
     forget_bias: float = 0.0,
+    *,
+    lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache]:
     """Run an LSTM over a whole sequence (L1-L6 of docs/lstm.md).
 
@@ -117,25 +121,32 @@ def lstm_forward(
     h0, c0 : (B, H) initial hidden and cell state.
     Wx : (D, 4H), Wh : (H, 4H), b : (4H,) weights, gate blocks ordered i, f, g, o.
     forget_bias : added to the forget-gate pre-activation (TensorFlow BasicLSTMCell).
+    lengths : (B,) integers in [0, T], or None (all T). Sequence b has lengths[b] real steps;
+        past them hs is zero and the state is carried (M1-M2 of docs/rnn.md), so hT, cT are
+        the state after step lengths[b] (h0, c0 for length 0).
 
     Returns
     -------
     hs : (T, B, H) hidden states h_1..h_T (a read-only view into the cache).
-    hT, cT : (B, H) final states, to pass as h0/c0 of the next segment.
+    hT, cT : (B, H) final states, to pass as h0/c0 of the next segment (M1 with lengths).
     cache : LSTMCache for ``lstm_backward``.
     """
     x, h0, c0, Wx, Wh, b = _check_lstm(x, h0, c0, Wx, Wh, b)
     if not np.isfinite(forget_bias):
         raise ValueError(f"forget_bias must be finite, got {forget_bias}")
-    return lstm_forward_unchecked(x, h0, c0, Wx, Wh, b, forget_bias)
+    lengths = sequences.prepare_lengths(lengths, x.shape[0], x.shape[1])
+    return lstm_forward_unchecked(x, h0, c0, Wx, Wh, b, forget_bias, lengths=lengths)
 
 
 def lstm_forward_unchecked(
-    x, h0, c0, Wx, Wh, b, forget_bias=0.0, ws: Workspace = FRESH, tag: str = "lstm"
+    x, h0, c0, Wx, Wh, b, forget_bias=0.0, ws: Workspace = FRESH, tag: str = "lstm", *, lengths=None
 ):
     """``lstm_forward`` without validation, for callers that already checked the arguments.
 
-    ``ws``/``tag``: where to take the buffers from (see ``fast/workspace.py``).
+    ``ws``/``tag``: where to take the buffers from (see ``fast/workspace.py``). ``lengths``:
+    validated (B,) int64 with some entry < T, or None. The loop below runs every step for every
+    row; with lengths, the steps past a sequence's end are computed, then ignored (docs/rnn.md
+    section 5.2: M1-M3 without a branch in the loop).
     """
     T, B, D = x.shape
     H = h0.shape[1]
@@ -160,9 +171,13 @@ def lstm_forward_unchecked(
             #   (L4) g = tanh(a^g)
             #   (L5) c_t = f ⊙ c_{t-1} + i ⊙ g
             #   (L6) h_t = o ⊙ tanh(c_t)
+    if lengths is None:
+        hT, cT = h[T].copy(), c[T].copy()
+    else:
+        hT, cT = sequences.finish_forward(h, lengths, c)  # M1 (hT, cT), M2 (hs zero past end)
     hs = h[1:]
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
-    return hs, h[T].copy(), c[T].copy(), LSTMCache(x, Wx, Wh, gates, h, c, tc)
+    return hs, hT, cT, LSTMCache(x, Wx, Wh, gates, h, c, tc, lengths)
 
 
 def lstm_backward(
@@ -182,6 +197,9 @@ def lstm_backward(
     then, over all steps at once, with dA stacking da_1..da_T and H_prev stacking h_0..h_{T-1}:
         (dL2)  dWh = H_prev^T dA
         (dL1)  dWx = X^T dA,   db = sum of the rows of dA,   dX = dA Wx^T
+
+    With lengths (from the forward pass): dhs past a sequence's end has no effect and dhT, dcT
+    flow into the state of step lengths[b] (dM1, dM2, M3 of docs/rnn.md).
 
     Parameters
     ----------
@@ -221,13 +239,38 @@ def lstm_backward_unchecked(
     T, B, D = x.shape
     H = Wh.shape[0]
     da, dh, dc, dWx, dWh, db, dx = _backward_buffers(ws, tag, T, B, D, H, x.dtype)
-    dh[...] = dhT
-    dc[...] = dcT
-    if timeloop.use_time_loop(B):
-        _backward_steps_numba(dhs, dh, dc, cache, da, need_dh0)  # dL6-dL2
+    lengths = cache.lengths
+    if lengths is None:
+        dh[...] = dhT
+        dc[...] = dcT
     else:
-        WhT = Wh.T  # a transposed view: BLAS reads it without a copy
-        for t in range(T - 1, -1, -1):  # step t+1: c[t] holds c_{t-1} of the equations
+        dhs = sequences.masked_dhs(dhs, lengths)  # (dM2) dhs past the end has no effect
+        dh[...] = 0  # (dM1) rows past their end carry no gradient until their last step
+        dc[...] = 0
+    # Without lengths one segment, t = T-1 .. 0; with them one per distinct length (M3).
+    for lo, hi, rows in sequences.backward_segments(lengths, T):
+        if lengths is not None:
+            dh[rows] += dhT[rows]  # (M3) dhT, dcT flow into the state of step lengths[b]
+            dc[rows] += dcT[rows]
+        if hi > lo:
+            _backward_steps(dhs, dh, dc, cache, da, need_dh0, lo, hi)
+    # (dL2) dWh = sum_t h_{t-1}^T da_t and (dL1) dWx = sum_t x_t^T da_t: one GEMM each.
+    dA = da.reshape(T * B, 4 * H)
+    np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=dWh)  # (dL2) dWh = H_prev^T dA
+    np.matmul(x.reshape(T * B, D).T, dA, out=dWx)  # (dL1) dWx = X^T dA
+    np.sum(dA, axis=0, out=db)  # (dL1) db
+    np.matmul(dA, Wx.T, out=dx.reshape(T * B, D))  # (dL1) dX = dA Wx^T
+    return dx, (dh if need_dh0 else None), dc, dWx, dWh, db
+
+
+def _backward_steps(dhs, dh, dc, cache: LSTMCache, da, need_dh0: bool, lo: int, hi: int) -> None:
+    """dL6-dL2 for the steps hi..lo+1 (0-based t = hi-1 .. lo); dh, dc in: the gradient on
+    h_hi, c_hi; out: on h_lo, c_lo (dh only if lo > 0 or need_dh0)."""
+    if timeloop.use_time_loop(dh.shape[0]):
+        _backward_steps_numba(dhs, dh, dc, cache, da, lo > 0 or need_dh0, lo, hi)  # dL6-dL2
+    else:
+        WhT = cache.Wh.T  # a transposed view: BLAS reads it without a copy
+        for t in range(hi - 1, lo - 1, -1):  # step t+1: c[t] holds c_{t-1} of the equations
             kernels.lstm_cell_backward(
                 dhs[t], dh, dc, cache.gates[t], cache.c[t], cache.tc[t], da[t]
             )
@@ -238,13 +281,6 @@ def lstm_backward_unchecked(
             #   (dL3) da^i = di ⊙ i(1 - i), da^f = df ⊙ f(1 - f), da^o = do ⊙ o(1 - o)
             if t > 0 or need_dh0:
                 matmul_into(da[t], WhT, dh)  # (dL2) dh_{t-1} = da_t Wh^T
-    # (dL2) dWh = sum_t h_{t-1}^T da_t and (dL1) dWx = sum_t x_t^T da_t: one GEMM each.
-    dA = da.reshape(T * B, 4 * H)
-    np.matmul(cache.h[:T].reshape(T * B, H).T, dA, out=dWh)  # (dL2) dWh = H_prev^T dA
-    np.matmul(x.reshape(T * B, D).T, dA, out=dWx)  # (dL1) dWx = X^T dA
-    np.sum(dA, axis=0, out=db)  # (dL1) db
-    np.matmul(dA, Wx.T, out=dx.reshape(T * B, D))  # (dL1) dX = dA Wx^T
-    return dx, (dh if need_dh0 else None), dc, dWx, dWh, db
 
 
 def lstm_step_forward(
@@ -289,6 +325,8 @@ def _forward_steps_numba(ax, Wh, b, forget_bias, h, c, gates, tc, ah, ws, tag) -
     timeloop.lstm_forward_loop(ax, b, WhT, forget_bias, h, c, gates, tc, ah)
 
 
-def _backward_steps_numba(dhs, dh, dc, cache: LSTMCache, da, need_dh0: bool) -> None:
-    """dL6-dL2 for t = T..1: the loop of ``lstm_backward_unchecked`` in one Numba call."""
-    timeloop.lstm_backward_loop(dhs, dh, dc, cache.gates, cache.c, cache.tc, cache.Wh, da, need_dh0)
+def _backward_steps_numba(dhs, dh, dc, cache: LSTMCache, da, need: bool, lo: int, hi: int):
+    """dL6-dL2 for t = hi-1 .. lo: the loop of ``_backward_steps`` in one Numba call, on the
+    steps' slices of the arrays (the whole of them without lengths)."""
+    g, c, tc = cache.gates[lo:hi], cache.c[lo:hi], cache.tc[lo:hi]
+    timeloop.lstm_backward_loop(dhs[lo:hi], dh, dc, g, c, tc, cache.Wh, da[lo:hi], need)

@@ -3,6 +3,9 @@
 Every layer of numlstm, and the loss, forward and backward, written straight from the
 equations of the docs, with the equation's label at the end of each line:
 
+* plain RNN: R1-R2 and dR2-dR1 of ``docs/rnn.md``, with the variable-length masking M1-M3,
+  dM1-dM2 shared by the three layers, ``reverse_sequence`` (V1) and bidirectional layers
+  (V2, dV2) of its sections 5-6;
 * LSTM: L1-L6 and dL6-dL1 of ``docs/lstm.md``;
 * GRU: G1-G5 (``reset_after=True``), G2c/G4c (``reset_after=False``) and their backward
   dG5-dG1, dG4c, dG2c of ``docs/gru.md``;
@@ -128,16 +131,26 @@ def lstm_forward(
     Wh: np.ndarray,
     b: np.ndarray,
     forget_bias: float = 0.0,
+    *,
+    lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Cache]]:
-    """L1-L6 for t = 1..T: x (T, B, D), h0, c0 (B, H) -> hs (T, B, H), hT, cT, caches."""
+    """L1-L6 for t = 1..T: x (T, B, D), h0, c0 (B, H) -> hs (T, B, H), hT, cT, caches.
+
+    ``lengths`` (B,): the masked update M1-M2 of rnn.md section 5 at every step (past its end
+    a sequence keeps its state and outputs zeros); None: every step is real.
+    """
     T = x.shape[0]
     h, c = h0, c0
     hs, caches = [], []
     for t in range(T):
-        h, c, cache = lstm_step_forward(x[t], h, c, Wx, Wh, b, forget_bias)  # L1-L6
-        hs.append(h)
+        h_new, c_new, cache = lstm_step_forward(x[t], h, c, Wx, Wh, b, forget_bias)  # L1-L6
+        m = step_mask(lengths, t, h)  # m_t (B, 1): 1 while step t+1 is real
+        h = m * h_new + (1 - m) * h  # (M1) a finished sequence keeps its state
+        c = m * c_new + (1 - m) * c  # (M1)
+        cache["m"] = m
+        hs.append(m * h)  # (M2) and outputs zero
         caches.append(cache)
-    return np.stack(hs), h, c, caches
+    return np.stack(hs), h, c, caches  # (M3) h, c: the state after step lengths[b]
 
 
 def lstm_backward(
@@ -147,15 +160,18 @@ def lstm_backward(
 
     ``dhT``, ``dcT`` are the gradients of the final state from a later segment (lstm.md
     section 5; zeros in truncated BPTT). Weights are used at every step, so their gradients
-    are sums over the steps (lstm.md section 4).
+    are sums over the steps (lstm.md section 4). With lengths, dM2 and dM1 at every step.
     """
     T = dhs.shape[0]
     dx = [None] * T
     dh_rec, dc = dhT, dcT  # what flows back into step T from outside the segment
     dWx = dWh = db = 0
     for t in range(T - 1, -1, -1):
-        dh = dhs[t] + dh_rec  # total gradient of h_t (lstm.md section 3.3)
-        dx[t], dh_rec, dc, dWx_t, dWh_t, db_t = lstm_step_backward(dh, dc, caches[t])
+        m = caches[t]["m"]
+        dh = m * dhs[t] + dh_rec  # total gradient of h_t (lstm.md section 3.3); (dM2)
+        # (dM1) the step sees m ⊙ dh, m ⊙ dc; the rest passes to the previous state unchanged
+        dx[t], dh_rec, dc_new, dWx_t, dWh_t, db_t = lstm_step_backward(m * dh, m * dc, caches[t])
+        dh_rec, dc = dh_rec + (1 - m) * dh, dc_new + (1 - m) * dc  # (dM1)
         dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t  # (lstm.md section 4)
     return np.stack(dx), dh_rec, dc, dWx, dWh, db
 
@@ -275,16 +291,20 @@ def gru_forward(
     bh: np.ndarray,
     *,
     reset_after: bool = True,
+    lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Cache]]:
     """G1-G5 (or G1, G2c, G3, G4c, G5) for t = 1..T: x (T, B, D), h0 (B, H) -> hs (T, B, H),
-    hT, caches."""
+    hT, caches. ``lengths`` (B,): M1-M2 at every step, as in ``lstm_forward``."""
     h = h0
     hs, caches = [], []
     for t in range(x.shape[0]):
-        h, cache = gru_step_forward(x[t], h, Wx, Wh, bx, bh, reset_after=reset_after)
-        hs.append(h)
+        h_new, cache = gru_step_forward(x[t], h, Wx, Wh, bx, bh, reset_after=reset_after)
+        m = step_mask(lengths, t, h)
+        h = m * h_new + (1 - m) * h  # (M1)
+        cache["m"] = m
+        hs.append(m * h)  # (M2)
         caches.append(cache)
-    return np.stack(hs), h, caches
+    return np.stack(hs), h, caches  # (M3)
 
 
 def gru_backward(
@@ -292,18 +312,128 @@ def gru_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Backward for t = T..1: -> dx (T, B, D), dh0 (B, H), dWx, dWh, dbx, dbh.
 
-    ``dhT`` is the gradient of h_T from a later segment (gru.md section 5).
+    ``dhT`` is the gradient of h_T from a later segment (gru.md section 5). With lengths, dM2
+    and dM1 at every step.
     """
     T = dhs.shape[0]
     dx = [None] * T
     dh_rec = dhT
     dWx = dWh = dbx = dbh = 0
     for t in range(T - 1, -1, -1):
-        dh = dhs[t] + dh_rec  # total gradient of h_t (gru.md section 2.2)
-        dx[t], dh_rec, dWx_t, dWh_t, dbx_t, dbh_t = gru_step_backward(dh, caches[t])
+        m = caches[t]["m"]
+        dh = m * dhs[t] + dh_rec  # total gradient of h_t (gru.md section 2.2); (dM2)
+        dx[t], dh_rec, dWx_t, dWh_t, dbx_t, dbh_t = gru_step_backward(m * dh, caches[t])
+        dh_rec = dh_rec + (1 - m) * dh  # (dM1)
         dWx, dWh = dWx + dWx_t, dWh + dWh_t  # sums over the steps (lstm.md section 4)
         dbx, dbh = dbx + dbx_t, dbh + dbh_t
     return np.stack(dx), dh_rec, dWx, dWh, dbx, dbh
+
+
+# --------------------------------------------------------------------------------------------
+# Plain RNN (docs/rnn.md), variable lengths and bidirectional layers (rnn.md sections 5-6)
+# --------------------------------------------------------------------------------------------
+
+
+def step_mask(lengths: np.ndarray | None, t: int, like: np.ndarray) -> np.ndarray:
+    """m_t (B, 1) for 0-based step t: 1 where t < lengths[b] (M1), in the dtype of ``like``;
+    all ones without lengths."""
+    if lengths is None:
+        return np.ones((like.shape[0], 1), like.dtype)
+    return (t < np.asarray(lengths))[:, None].astype(like.dtype)
+
+
+def rnn_step_forward(
+    x_t: np.ndarray, h_prev: np.ndarray, Wx: np.ndarray, Wh: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, Cache]:
+    """One RNN step: h_t = tanh(x_t Wx + b + h_{t-1} Wh)   (R1, R2). Wx (D, H), Wh (H, H)."""
+    h = np.tanh(x_t @ Wx + b + h_prev @ Wh)  # (R1) (R2)
+    return h, {"x": x_t, "h_prev": h_prev, "h": h, "Wx": Wx, "Wh": Wh}
+
+
+def rnn_step_backward(dh: np.ndarray, cache: Cache) -> tuple[np.ndarray, ...]:
+    """Backward of one step: dh (B, H), the total gradient of h_t -> dx, dh_prev, dWx, dWh, db.
+
+    da_t = dh_t ⊙ (1 - h_t²);  dh_{t-1} = da_t Whᵀ;  dWh = h_{t-1}ᵀ da_t     (dR2)
+    dx_t = da_t Wxᵀ;  dWx = x_tᵀ da_t;  db = Σ_rows da_t                    (dR1)
+    """
+    h = cache["h"]
+    da = dh * (1 - h * h)  # (dR2)
+    dh_prev = da @ cache["Wh"].T  # (dR2)
+    dWh = cache["h_prev"].T @ da  # (dR2)
+    dx = da @ cache["Wx"].T  # (dR1)
+    dWx = cache["x"].T @ da  # (dR1)
+    return dx, dh_prev, dWx, dWh, da.sum(axis=0)  # (dR1) db
+
+
+def rnn_forward(
+    x: np.ndarray,
+    h0: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    b: np.ndarray,
+    *,
+    lengths: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[Cache]]:
+    """R1-R2 for t = 1..T, with M1-M2 when ``lengths`` is given: -> hs (T, B, H), hT, caches."""
+    h = h0
+    hs, caches = [], []
+    for t in range(x.shape[0]):
+        h_new, cache = rnn_step_forward(x[t], h, Wx, Wh, b)  # R1, R2
+        m = step_mask(lengths, t, h)
+        h = m * h_new + (1 - m) * h  # (M1)
+        cache["m"] = m
+        hs.append(m * h)  # (M2)
+        caches.append(cache)
+    return np.stack(hs), h, caches  # (M3)
+
+
+def rnn_backward(dhs: np.ndarray, dhT: np.ndarray, caches: list[Cache]) -> tuple[np.ndarray, ...]:
+    """dR2-dR1 for t = T..1, with dM2 and dM1: -> dx (T, B, D), dh0, dWx, dWh, db."""
+    T = dhs.shape[0]
+    dx = [None] * T
+    dh_rec = dhT
+    dWx = dWh = db = 0
+    for t in range(T - 1, -1, -1):
+        m = caches[t]["m"]
+        dh = m * dhs[t] + dh_rec  # (dM2)
+        dx[t], dh_rec, dWx_t, dWh_t, db_t = rnn_step_backward(m * dh, caches[t])
+        dh_rec = dh_rec + (1 - m) * dh  # (dM1)
+        dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+    return np.stack(dx), dh_rec, dWx, dWh, db
+
+
+def reverse_sequence(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(V1) y[t, b] = x[lengths[b] - 1 - t, b] for t < lengths[b], else x[t, b]: a loop."""
+    y = x.copy()
+    for b, n in enumerate(lengths):
+        y[:n, b] = x[:n, b][::-1]  # (V1)
+    return y
+
+
+def bidirectional_forward(
+    cell: str, x: np.ndarray, params_fw, params_bw, lengths=None, **options
+) -> tuple[np.ndarray, tuple, tuple, Cache]:
+    """(V2) the forward layer over x, concatenated with the backward layer over
+    reverse_sequence(x) reversed back; as ``numlstm.bidirectional_forward``."""
+    forward = {"rnn": rnn_forward, "lstm": lstm_forward, "gru": gru_forward}[cell]
+    T, B = x.shape[:2]
+    n = np.full(B, T) if lengths is None else np.asarray(lengths)
+    *out_fw, caches_fw = forward(x, *params_fw, **options, lengths=lengths)
+    *out_bw, caches_bw = forward(reverse_sequence(x, n), *params_bw, **options, lengths=lengths)
+    hs = np.concatenate([out_fw[0], reverse_sequence(out_bw[0], n)], axis=2)  # (V2)
+    cache = {"cell": cell, "n": n, "fw": caches_fw, "bw": caches_bw, "H": out_fw[0].shape[2]}
+    return hs, tuple(out_fw[1:]), tuple(out_bw[1:]), cache
+
+
+def bidirectional_backward(dhs: np.ndarray, cache: Cache) -> tuple[np.ndarray, tuple, tuple]:
+    """(dV2) -> dx, grads of the forward layer, grads of the backward layer (after dx each)."""
+    backward = {"rnn": rnn_backward, "lstm": lstm_backward, "gru": gru_backward}[cache["cell"]]
+    H, n = cache["H"], cache["n"]
+    zeros = np.zeros((dhs.shape[1], H), dhs.dtype)
+    finals = (zeros, zeros) if cache["cell"] == "lstm" else (zeros,)
+    dx_fw, *g_fw = backward(dhs[:, :, :H], *finals, cache["fw"])  # (dV2)
+    dx_bw, *g_bw = backward(reverse_sequence(dhs[:, :, H:], n), *finals, cache["bw"])  # (dV2)
+    return dx_fw + reverse_sequence(dx_bw, n), tuple(g_fw), tuple(g_bw)  # (dV2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -418,6 +418,20 @@ CASES: list[Case] = [
         np.zeros((2, 3, 4)), np.zeros((3, 6)), np.zeros((4, 18)), np.zeros((6, 18)),
         np.zeros(18), np.zeros(18), reset_after="False"), TypeError,
         "reset_after must be True or False"),
+    Case("lstm lengths float", lambda e: numlstm.lstm_forward(
+        np.zeros((3, 2, 4)), np.zeros((2, 6)), np.zeros((2, 6)), np.zeros((4, 24)),
+        np.zeros((6, 24)), np.zeros(24), lengths=np.array([3.0, 1.0])), TypeError,
+        "lengths must hold integers"),
+    Case("gru lengths longer than x", lambda e: numlstm.gru_forward(
+        np.zeros((3, 2, 4)), np.zeros((2, 6)), np.zeros((4, 18)), np.zeros((6, 18)),
+        np.zeros(18), np.zeros(18), lengths=np.array([4, 1])), ValueError,
+        "lengths[0] = 4 is outside [0, T] = [0, 3]"),
+    Case("rnn lengths of the wrong shape", lambda e: numlstm.rnn_forward(
+        np.zeros((3, 2, 4)), np.zeros((2, 6)), np.zeros((4, 6)), np.zeros((6, 6)),
+        np.zeros(6), lengths=np.array([3, 1, 2])), ValueError,
+        "lengths must have shape (B,) = (2,)"),
+    Case("reverse_sequence negative length", lambda e: numlstm.reverse_sequence(
+        np.zeros((3, 2)), np.array([1, -1])), ValueError, "lengths[1] = -1"),
     Case("model reset_after string", lambda e: LanguageModel(50, 8, 1, cell="gru",
          reset_after="False"), TypeError, "reset_after must be True or False"),
     Case("model init_scale nan", lambda e: LanguageModel(50, 8, 1, init_scale=float("nan")),

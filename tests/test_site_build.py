@@ -147,8 +147,11 @@ def test_api_reference_links_back_to_equations(site):
     html = (root / "api" / "layers" / "index.html").read_text(encoding="utf-8")
     heading = html.index('id="numlstm.lstm_forward"')
     backlinks = re.search(r'<p class="eq-backlinks">(.*?)</p>', html[heading:]).group(1)
-    assert re.findall(r">(\w+)</a>", backlinks) == ["L1", "L2", "L3", "L4", "L5", "L6"]
+    # its docstring cites the masked update M1-M2 (``lengths=``, rnn.md, first in reading order)
+    # and L1-L6
+    assert re.findall(r">(\w+)</a>", backlinks) == ["M1", "M2", "L1", "L2", "L3", "L4", "L5", "L6"]
     assert 'href="../../lstm/#eq-L1"' in backlinks
+    assert 'href="../../rnn/#eq-M1"' in backlinks
     html = (root / "api" / "optim" / "index.html").read_text(encoding="utf-8")
     heading = html.index('id="numlstm.numeric_gradient"')
     assert '<a href="../../optim/#eq-C1">C1</a>' in html[heading : heading + 3000]

@@ -1,7 +1,8 @@
 """Numba loops over time: the recurrent product and the fused gate kernel of every step.
 
-``lstm.py`` and ``gru.py`` call one function below per layer and direction instead of a
-Python loop of T steps. That matters twice:
+``rnn.py``, ``lstm.py`` and ``gru.py`` call one function below per layer and direction instead
+of a Python loop of T steps (with ``lengths=``, the backward loop once per group of equal
+lengths, on slices of the arrays: docs/rnn.md section 5.2). That matters twice:
 
 - The 20-row recurrent product ``h_{t-1} Wh`` (L2, G2) is the GEMM shape where OpenBLAS is
   slowest (a (B, H) x (H, 4H) product with B = 20; docs/performance.md). ``matmul_nt`` below
@@ -16,7 +17,8 @@ inside every block of a ``DataParallel``.
 Big products (the input projection of all T steps, the weight gradients, the softmax) still
 go to BLAS through NumPy, where BLAS is at its best.
 
-Equation numbers refer to docs/lstm.md (L2, dL2) and docs/gru.md (G2, dG2, G2c, G4c).
+Equation numbers refer to docs/rnn.md (R2, dR2), docs/lstm.md (L2, dL2) and docs/gru.md (G2,
+dG2, G2c, G4c).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..kernels import (
     gru_rz_forward,
     lstm_cell_backward,
     lstm_cell_forward,
+    rnn_cell_backward,
+    rnn_cell_forward,
 )
 from .team import blas_thread_count
 
@@ -106,6 +110,30 @@ def matmul_nt(A, BT, out):
             out[i + 3, j + 1] = s31
             out[i + 4, j] = s40
             out[i + 4, j + 1] = s41
+
+
+# --------------------------------------------------------------------------------------------
+# Plain RNN
+# --------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def rnn_forward_loop(ax, b, WhT, h, ah):
+    """T steps of R2. ax (T, B, H) = x Wx (R1); b (H,); WhT (H, H) = Wh transposed; h (T+1,
+    B, H) with h[0] set; output h[1:]; ah (B, H) scratch."""
+    for t in range(ax.shape[0]):
+        matmul_nt(h[t], WhT, ah)  # (R2) h_{t-1} Wh
+        rnn_cell_forward(ax[t], ah, b, h[t + 1])  # (R2) tanh
+
+
+@njit(**_JIT)
+def rnn_backward_loop(dhs, dh, hs, Wh, da, need_dh0):
+    """dR2 for t = T-1 .. 0. dhs, hs (T, B, H): gradients on and values of h_1..h_T; dh (B, H)
+    in: from a later segment, out: dh_0 (if need_dh0). Output da (T, B, H)."""
+    for t in range(dhs.shape[0] - 1, -1, -1):
+        rnn_cell_backward(dhs[t], dh, hs[t], da[t])  # (dR2) da_t
+        if t > 0 or need_dh0:
+            matmul_nt(da[t], Wh, dh)  # (dR2) dh_{t-1} = da_t Wh^T
 
 
 # --------------------------------------------------------------------------------------------
