@@ -159,3 +159,12 @@ def test_loops_skip_dh0_only_when_asked(seed, monkeypatch):
     assert part[1] is None and full[1] is not None
     for i in (0, 2, 3, 4, 5):
         np.testing.assert_allclose(part[i], full[i], rtol=1e-13, atol=1e-14)
+
+
+def test_matmul_nt_refuses_shapes_its_blocks_do_not_fit():
+    """Its 5 x 2 register blocks would read and write outside the arrays below those sizes."""
+    rng = np.random.default_rng(0)
+    for M, N in [(4, 8), (1, 8), (6, 1)]:
+        A, BT = rng.standard_normal((M, 3)), rng.standard_normal((N, 3))
+        with pytest.raises(ValueError, match="at least 5 rows"):
+            timeloop.matmul_nt(A, BT, np.empty((M, N)))

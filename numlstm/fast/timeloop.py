@@ -74,6 +74,8 @@ def matmul_nt(A, BT, out):
     """
     M, K = A.shape
     N = BT.shape[0]
+    if M < 5 or N < 2:  # the shifted last block would index outside A, BT and out
+        raise ValueError("matmul_nt needs at least 5 rows (M) and 2 columns (N)")
     zero = A.dtype.type(0)
     for jp in range((N + 1) // 2):
         j = min(2 * jp, N - 2)
