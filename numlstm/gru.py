@@ -179,7 +179,7 @@ def gru_forward_unchecked(
     # (G1) A^x = X Wx for all T steps in one GEMM; the gate kernels add bx.
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 3 * H))
     h[0] = h0
-    if timeloop.use_time_loop(B):
+    if timeloop.use_time_loop(B, H):
         _forward_steps_numba(ax, Wh, bx, bh, h, gates, aux, ah, reset_after, ws, tag)
     elif reset_after:
         (ahw,) = ah
@@ -310,7 +310,7 @@ def _backward_steps(dhs, dh, cache: GRUCache, dax, drec, dh_prev, need_dh0, ws, 
     on h_hi; out: on h_lo (only if lo > 0 or need_dh0)."""
     Wh, h = cache.Wh, cache.h
     H = Wh.shape[0]
-    if timeloop.use_time_loop(dh.shape[0]):
+    if timeloop.use_time_loop(*dh.shape):
         need = lo > 0 or need_dh0
         _backward_steps_numba(dhs, dh, cache, dax, drec, dh_prev, need, ws, tag, lo, hi)
     elif cache.reset_after:

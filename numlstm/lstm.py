@@ -157,7 +157,7 @@ def lstm_forward_unchecked(
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 4 * H))
     h[0] = h0
     c[0] = c0
-    if timeloop.use_time_loop(B):
+    if timeloop.use_time_loop(B, H):
         _forward_steps_numba(ax, Wh, b, forget_bias, h, c, gates, tc, ah, ws, tag)  # L2-L6
     else:
         for t in range(T):  # step t+1: h[t], c[t] hold h_{t-1}, c_{t-1} of the equations
@@ -266,7 +266,7 @@ def lstm_backward_unchecked(
 def _backward_steps(dhs, dh, dc, cache: LSTMCache, da, need_dh0: bool, lo: int, hi: int) -> None:
     """dL6-dL2 for the steps hi..lo+1 (0-based t = hi-1 .. lo); dh, dc in: the gradient on
     h_hi, c_hi; out: on h_lo, c_lo (dh only if lo > 0 or need_dh0)."""
-    if timeloop.use_time_loop(dh.shape[0]):
+    if timeloop.use_time_loop(*dh.shape):
         _backward_steps_numba(dhs, dh, dc, cache, da, lo > 0 or need_dh0, lo, hi)  # dL6-dL2
     else:
         WhT = cache.Wh.T  # a transposed view: BLAS reads it without a copy

@@ -90,7 +90,7 @@ def rnn_forward_unchecked(x, h0, Wx, Wh, b, lengths=None, ws: Workspace = FRESH,
     ah = ws.empty(tag + ".ah", (B, H), x.dtype)  # h_{t-1} Wh of one step (R2)
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, H))  # (R1); the kernel adds b
     h[0] = h0
-    if timeloop.use_time_loop(B):
+    if timeloop.use_time_loop(B, H):
         WhT = ws.empty(tag + ".WhT", (H, H), Wh.dtype)
         np.copyto(WhT, Wh.T)  # matmul_nt reads Wh's columns as contiguous rows
         timeloop.rnn_forward_loop(ax, b, WhT, h, ah)  # R2 for all T steps
@@ -158,7 +158,7 @@ def rnn_backward_unchecked(
             dh[rows] += dhT[rows]  # (M3) dhT flows into the state of step lengths[b]
         if hi == lo:
             continue
-        if timeloop.use_time_loop(B):
+        if timeloop.use_time_loop(B, H):
             need = lo > 0 or need_dh0
             timeloop.rnn_backward_loop(dhs[lo:hi], dh, h[lo + 1 : hi + 1], Wh, da[lo:hi], need)
         else:

@@ -45,14 +45,15 @@ _WORST: dict[str, tuple[float, str]] = {}
 # ============================================================================================
 # The one place that reaches numlstm's private machinery: forcing the layers' loop path.
 # lstm.py / gru.py run their T steps in the Numba loops of fast/timeloop.py when
-# timeloop.use_time_loop(B) is true (B >= 5 and BLAS on one thread), otherwise in a Python loop
-# of BLAS calls. tests/test_timeloop.py forces it the same way. If timeloop moves, change here.
+# timeloop.use_time_loop(B, H) is true (B >= 5, H >= 2 and BLAS on one thread), otherwise in
+# a Python loop of BLAS calls. tests/test_timeloop.py forces it the same way. If timeloop
+# moves, change here.
 # ============================================================================================
 def force_loop_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """path "blas": the Python loop; "numba": the Numba time loops (needs B >= 5)."""
     from numlstm.fast import timeloop  # private: see the banner above
 
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: path == "numba")
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: path == "numba")
 
 
 # ============================================================================================

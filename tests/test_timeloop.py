@@ -1,7 +1,7 @@
 """Tests for numlstm.fast.timeloop: the small GEMM and the Numba time loops of the layers.
 
-The layers use the Numba loops when ``timeloop.use_time_loop(B)`` (B >= 5 rows and BLAS on
-one thread, as inside a DataParallel block) and their Python loop of BLAS calls and per-step
+The layers use the Numba loops when ``timeloop.use_time_loop(B, H)`` (B >= 5 rows, H >= 2 and
+BLAS on one thread, as inside a DataParallel block) and their Python loop of BLAS calls and per-step
 kernels otherwise; both must give the same numbers, and both must pass the gradient check.
 """
 
@@ -84,9 +84,9 @@ def test_lstm_numba_loop_equals_python_loop(seed, B, H, monkeypatch):
     rng = np.random.default_rng(seed + 10)
     R = rng.standard_normal((T, B, H))
     RT, RC = rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: True)
     fast = _run_lstm(p, R, RT, RC)
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: False)  # the Python loop
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: False)  # the Python loop
     slow = _run_lstm(p, R, RT, RC)
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
@@ -99,16 +99,16 @@ def test_gru_numba_loop_equals_python_loop(seed, B, H, reset_after, monkeypatch)
     p = _gru_inputs(seed, T, B, D, H)
     rng = np.random.default_rng(seed + 10)
     R, RT = rng.standard_normal((T, B, H)), rng.standard_normal((B, H))
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: True)
     fast = _run_gru(p, R, RT, reset_after)
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: False)
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: False)
     slow = _run_gru(p, R, RT, reset_after)
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
 
 def test_numba_loops_pass_the_gradient_check(seed, check_grads, monkeypatch):
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: True)
     T, B, D, H = 3, 6, 4, 5
     rng = np.random.default_rng(seed + 20)
     R, RT, RC = (
@@ -137,15 +137,16 @@ def test_numba_loops_pass_the_gradient_check(seed, check_grads, monkeypatch):
 
 def test_use_time_loop_follows_the_blas_threads(monkeypatch):
     monkeypatch.setattr(timeloop, "blas_thread_count", lambda: 1)
-    assert timeloop.use_time_loop(timeloop.MIN_ROWS) and not timeloop.use_time_loop(4)
+    assert timeloop.use_time_loop(timeloop.MIN_ROWS, 2) and not timeloop.use_time_loop(4, 200)
+    assert not timeloop.use_time_loop(20, 1)  # matmul_nt's 2-column blocks need H >= 2
     monkeypatch.setattr(timeloop, "blas_thread_count", lambda: 2)
-    assert not timeloop.use_time_loop(20)
+    assert not timeloop.use_time_loop(20, 200)
     monkeypatch.setattr(timeloop, "blas_thread_count", lambda: None)  # not an OpenBLAS
-    assert not timeloop.use_time_loop(20)
+    assert not timeloop.use_time_loop(20, 200)
 
 
 def test_loops_skip_dh0_only_when_asked(seed, monkeypatch):
-    monkeypatch.setattr(timeloop, "use_time_loop", lambda B: True)
+    monkeypatch.setattr(timeloop, "use_time_loop", lambda B, H: True)
     """need_dh0=False leaves out the last recurrent product and nothing else."""
     T, B, D, H = 3, 6, 2, 4
     p = _lstm_inputs(seed, T, B, D, H)

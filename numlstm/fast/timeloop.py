@@ -48,15 +48,16 @@ _REDUCE = {"reassoc", "nsz", "arcp", "contract"}
 MIN_ROWS = 5
 
 
-def use_time_loop(B: int) -> bool:
-    """Whether a layer with B rows runs its T steps with the Numba loops below.
+def use_time_loop(B: int, H: int) -> bool:
+    """Whether a layer with B rows and H hidden units runs its T steps with the Numba loops below.
 
-    Yes when B >= MIN_ROWS and NumPy's BLAS runs on one thread: inside a ``DataParallel``
-    block, or with OPENBLAS_NUM_THREADS=1. With more BLAS threads the per-step product stays
-    with BLAS, whose multithreaded GEMM beats one core's ``matmul_nt`` at the Medium and Large
-    sizes (docs/performance.md).
+    Yes when B >= MIN_ROWS, H >= 2 (``matmul_nt``'s 5 x 2 blocks must fit: its products have
+    B rows and H or more columns) and NumPy's BLAS runs on one thread: inside a
+    ``DataParallel`` block, or with OPENBLAS_NUM_THREADS=1. With more BLAS threads the
+    per-step product stays with BLAS, whose multithreaded GEMM beats one core's ``matmul_nt``
+    at the Medium and Large sizes (docs/performance.md).
     """
-    return B >= MIN_ROWS and blas_thread_count() == 1
+    return B >= MIN_ROWS and H >= 2 and blas_thread_count() == 1
 
 
 @njit(**_JIT, fastmath=_REDUCE)
