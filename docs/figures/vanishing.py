@@ -8,7 +8,7 @@ numlstm.reference in float64. Trained models: the Medium LSTM run's checkpoint (
 and the GRU trained by ``python -m numlstm train --config small --cell gru --max_max_epoch 1
 --out /tmp/learn-gru`` (NUMLSTM_MEDIUM_RUN, NUMLSTM_GRU_RUN choose other run folders).
 
-    python docs/figures/vanishing.py      # writes docs/img/vanishing.png (about 30 s)
+    python docs/figures/vanishing.py      # writes docs/img/vanishing.png (about 50 s)
 """
 
 from __future__ import annotations
@@ -50,6 +50,16 @@ def rnn_curve(ids, data_embedding_dim: int = 200):
     if not hasattr(numlstm, "rnn_forward"):
         print("numlstm.rnn_forward is absent: no plain-RNN curve")
         return None
+    try:
+        return _rnn_curve(ids, data_embedding_dim)
+    except (TypeError, ValueError, IndexError) as e:  # another signature than assumed below
+        print(f"numlstm.rnn_forward/rnn_backward not usable as assumed ({e}): no plain-RNN curve")
+        return None
+
+
+def _rnn_curve(ids, data_embedding_dim):
+    """rnn_forward(x, h0, Wx, Wh, b) -> (hs, hT, cache); rnn_backward(dhs, dhT, cache) ->
+    (dx, dh0, dWx, dWh, db), as numlstm's other layers."""
     H = data_embedding_dim
     rng = np.random.default_rng(0)
     emb = rng.uniform(-0.1, 0.1, (10000, H))
