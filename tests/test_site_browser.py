@@ -46,6 +46,10 @@ MATH_PAGES = {
     "optim/": 20,
     "generation/": 5,
     "index/": 0,
+    "learn-gradcheck/": 10,
+    "learn-vanishing/": 10,
+    "learn-inside/": 5,
+    "learn-curves/": 5,
 }
 OTHER_PAGES = ["", "map/", "reference/", "results/", "performance/", "api/layers/"]
 
