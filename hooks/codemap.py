@@ -104,7 +104,7 @@ def label_links(index: Index, labels, page: str) -> str:
 
 
 # Derivation pages in reading order (the site's nav); labels on other pages come after.
-PAGE_ORDER = ["rnn.md", "lstm.md", "gru.md", "layers.md", "optim.md"]
+PAGE_ORDER = ["rnn.md", "lstm.md", "lstmp.md", "gru.md", "layers.md", "optim.md"]
 
 
 def label_order(index: Index) -> list[str]:

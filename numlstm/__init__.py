@@ -4,6 +4,10 @@ Layer API (time-major: x (T, B, D), hs (T, B, H), states (B, H)); see docs/ for 
 
     hs, hT, cT, cache = numlstm.lstm_forward(x, h0, c0, Wx, Wh, b, forget_bias=0.0)
     dx, dh0, dc0, dWx, dWh, db = numlstm.lstm_backward(dhs, dhT, dcT, cache)
+    hs, hT, cT, cache = numlstm.lstmp_forward(x, h0, c0, Wx, Wh, b, peepholes=None,
+                                              cell_clip=None, W_proj=None, proj_clip=None)
+    dx, dh0, dc0, dWx, dWh, db, dpeepholes, dW_proj = numlstm.lstmp_backward(dhs, dhT, dcT,
+                                                                             cache)
     hs, hT, cache = numlstm.gru_forward(x, h0, Wx, Wh, bx, bh)
     dx, dh0, dWx, dWh, dbx, dbh = numlstm.gru_backward(dhs, dhT, cache)
     hs, hT, cache = numlstm.rnn_forward(x, h0, Wx, Wh, b)          # plain tanh RNN
@@ -38,6 +42,7 @@ from .layers import (
     softmax_xent_loss,
 )
 from .lstm import LSTMCache, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from .lstmp import LSTMPCache, lstmp_backward, lstmp_forward
 from .model import LanguageModel
 from .optim import SGD, Adam, clip_by_global_norm, clip_factor, global_norm
 from .rnn import RNNCache, rnn_backward, rnn_forward
@@ -61,3 +66,5 @@ __all__ = [
     "clip_by_global_norm", "clip_factor", "global_norm",
     "gradcheck", "numeric_gradient", "relative_error", "evaluate_sequence",
 ]  # fmt: skip
+# LSTMP (peepholes, cell clip, projection; docs/lstmp.md)
+__all__ += ["LSTMPCache", "lstmp_forward", "lstmp_backward"]

@@ -112,6 +112,95 @@ def lstm_cell_backward(dh_out, dh_next, dc, gates, c_prev, tc, da):
 
 
 # --------------------------------------------------------------------------------------------
+# LSTM with peepholes, cell clipping and a projection (LSTMP, docs/lstmp.md)
+# --------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def lstmp_cell_forward(ax, ah, b, c_prev, forget_bias, peep, cell_clip, gates, cu, c, tc, m):
+    """One LSTMP step up to the projection, equations P1 (the sum) and P2-P7, fused.
+
+    ax, ah (B, 4H), b (4H,), c_prev (B, H), forget_bias: as in ``lstm_cell_forward``
+    peep   (3, H)   peephole rows [w_ci, w_cf, w_co]; zeros when the layer has none
+    cell_clip       the bound of P5, a scalar of the arrays' dtype; inf when there is none
+    outputs: gates (B, 4H) [i, f, g, o]; cu (B, H) the cell before the clip (may be ``c``
+    itself when there is no clip); c (B, H) clipped; tc = tanh(c); m = o * tanh(c) (B, H)
+
+    With zero peepholes and an infinite bound every added term is an exact zero and the clip
+    returns its argument, so the numbers are those of ``lstm_cell_forward``.
+    """
+    B = ax.shape[0]
+    H = ax.shape[1] // 4
+    bi, bf, bg, bo = b[:H], b[H : 2 * H], b[2 * H : 3 * H], b[3 * H :]
+    wci, wcf, wco = peep[0], peep[1], peep[2]
+    for n in range(B):
+        xi, xf, xg, xo = ax[n, :H], ax[n, H : 2 * H], ax[n, 2 * H : 3 * H], ax[n, 3 * H :]
+        hi, hf, hg, ho = ah[n, :H], ah[n, H : 2 * H], ah[n, 2 * H : 3 * H], ah[n, 3 * H :]
+        gi, gf, gg, go = (
+            gates[n, :H],
+            gates[n, H : 2 * H],
+            gates[n, 2 * H : 3 * H],
+            gates[n, 3 * H :],
+        )
+        cp, un, cn, tn, mn = c_prev[n], cu[n], c[n], tc[n], m[n]
+        for j in range(H):
+            i = sigmoid(xi[j] + hi[j] + bi[j] + wci[j] * cp[j])  # P1 + P2: input gate
+            f = sigmoid(xf[j] + hf[j] + bf[j] + forget_bias + wcf[j] * cp[j])  # P1 + P2
+            g = tanh(xg[j] + hg[j] + bg[j])  # P1 + P3: candidate
+            u = f * cp[j] + i * g  # P4: the cell before the clip
+            v = min(max(u, -cell_clip), cell_clip)  # P5: clip to [-cell_clip, cell_clip]
+            o = sigmoid(xo[j] + ho[j] + bo[j] + wco[j] * v)  # P1 + P6: sees the new cell
+            t = tanh(v)
+            gi[j] = i
+            gf[j] = f
+            gg[j] = g
+            go[j] = o
+            un[j] = u
+            cn[j] = v
+            tn[j] = t
+            mn[j] = o * t  # P7: m = o * tanh(c)
+
+
+@njit(**_JIT)
+def lstmp_cell_backward(dh_out, dh_next, dc, gates, c_prev, cu, tc, peep, cell_clip, da):
+    """Backward of one LSTMP step from m_t down, equations dP7-dP2, fused.
+
+    dh_out + dh_next (B, H): the gradient on m_t (dP8 already applied by the caller when the
+    layer projects, then dh_next is zeros)
+    dc      (B, H)  in: gradient on c_t from step t+1; out: gradient on c_{t-1} (dP4, dP2)
+    gates (B, 4H), c_prev, cu (pre-clip cell), tc (B, H): from the forward cache
+    peep (3, H), cell_clip: as in ``lstmp_cell_forward``
+    da      (B, 4H) out: gradient on the pre-activations a_t (P1)
+    """
+    B = gates.shape[0]
+    H = gates.shape[1] // 4
+    wci, wcf, wco = peep[0], peep[1], peep[2]
+    for n in range(B):
+        gi, gf, gg, go = (
+            gates[n, :H],
+            gates[n, H : 2 * H],
+            gates[n, 2 * H : 3 * H],
+            gates[n, 3 * H :],
+        )
+        di, df, dg, do = da[n, :H], da[n, H : 2 * H], da[n, 2 * H : 3 * H], da[n, 3 * H :]
+        up, nxt, dcn, cp, un, tcn = dh_out[n], dh_next[n], dc[n], c_prev[n], cu[n], tc[n]
+        for j in range(H):
+            i, f, g, o, t = gi[j], gf[j], gg[j], go[j], tcn[j]
+            dm = up[j] + nxt[j]
+            dao = dm * t * o * (1.0 - o)  # dP7 (do) then dP6
+            dct = dcn[j] + dm * o * (1.0 - t * t) + dao * wco[j]  # dP7 + dP6 (peephole)
+            if abs(un[j]) > cell_clip:
+                dct = zero_like(dct)  # dP5: no gradient through a clipped cell
+            dai = dct * g * i * (1.0 - i)  # dP4 (di) then dP2
+            daf = dct * cp[j] * f * (1.0 - f)  # dP4 (df) then dP2
+            di[j] = dai
+            df[j] = daf
+            dg[j] = dct * i * (1.0 - g * g)  # dP4 (dg) then dP3
+            do[j] = dao
+            dcn[j] = dct * f + dai * wci[j] + daf * wcf[j]  # dP4 + dP2: dc_{t-1}
+
+
+# --------------------------------------------------------------------------------------------
 # Plain (Elman) RNN
 # --------------------------------------------------------------------------------------------
 

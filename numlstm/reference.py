@@ -7,6 +7,7 @@ equations of the docs, with the equation's label at the end of each line:
   dM1-dM2 shared by the three layers, ``reverse_sequence`` (V1) and bidirectional layers
   (V2, dV2) of its sections 5-6;
 * LSTM: L1-L6 and dL6-dL1 of ``docs/lstm.md``;
+* LSTMP (peepholes, cell clip, projection): P1-P8 and dP8-dP1 of ``docs/lstmp.md``;
 * GRU: G1-G5 (``reset_after=True``), G2c/G4c (``reset_after=False``) and their backward
   dG5-dG1, dG4c, dG2c of ``docs/gru.md``;
 * embedding E1/dE1, dropout D1/dD1, softmax cross-entropy S1-S3 / dS3·dS2 / dS1 of
@@ -174,6 +175,133 @@ def lstm_backward(
         dh_rec, dc = dh_rec + (1 - m) * dh, dc_new + (1 - m) * dc  # (dM1)
         dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t  # (lstm.md section 4)
     return np.stack(dx), dh_rec, dc, dWx, dWh, db
+
+
+# --------------------------------------------------------------------------------------------
+# LSTMP: peepholes, cell clipping, projection (docs/lstmp.md)
+# --------------------------------------------------------------------------------------------
+
+
+def lstmp_step_forward(
+    x_t: np.ndarray,
+    h_prev: np.ndarray,
+    c_prev: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    b: np.ndarray,
+    *,
+    forget_bias: float = 0.0,
+    peepholes: np.ndarray | None = None,
+    cell_clip: float | None = None,
+    W_proj: np.ndarray | None = None,
+    proj_clip: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, Cache]:
+    """One LSTMP step: x_t (B, D), h_prev (B, P), c_prev (B, H) -> h_t (B, P), c_t (B, H), cache.
+
+    Wx (D, 4H), Wh (P, 4H), b (4H,), blocks i, f, g, o; peepholes (3, H) rows [w_ci, w_cf,
+    w_co] or None; W_proj (H, P) or None (then P = H and h_t = m_t). A bound of None: no clip.
+    """
+    H = c_prev.shape[1]
+    w = np.zeros((3, H), x_t.dtype) if peepholes is None else peepholes
+    a = x_t @ Wx + h_prev @ Wh + b  # (P1) [B, 4H]
+    i = sigmoid(a[:, 0:H] + w[0] * c_prev)  # (P2)
+    f = sigmoid(a[:, H : 2 * H] + forget_bias + w[1] * c_prev)  # (P2)
+    g = np.tanh(a[:, 2 * H : 3 * H])  # (P3)
+    cu = f * c_prev + i * g  # (P4) the cell before the clip
+    c = cu if cell_clip is None else np.clip(cu, -cell_clip, cell_clip)  # (P5)
+    o = sigmoid(a[:, 3 * H :] + w[2] * c)  # (P6) the output peephole sees the new cell
+    m = o * np.tanh(c)  # (P7)
+    hu = m if W_proj is None else m @ W_proj  # (P8) the projection
+    h = hu if proj_clip is None else np.clip(hu, -proj_clip, proj_clip)  # (P8) its clip
+    cache = {"x": x_t, "h_prev": h_prev, "c_prev": c_prev, "Wx": Wx, "Wh": Wh, "w": w,
+             "peepholes": peepholes, "W_proj": W_proj, "cell_clip": cell_clip,
+             "proj_clip": proj_clip, "i": i, "f": f, "g": g, "o": o, "cu": cu, "c": c,
+             "m": m, "hu": hu}  # fmt: skip
+    return h, c, cache
+
+
+def lstmp_step_backward(dh: np.ndarray, dc: np.ndarray, cache: Cache) -> tuple:
+    """Backward of one step: dh (B, P), the total gradient of h_t, and dc (B, H), the gradient
+    of c_t through step t+1 -> dx, dh_prev, dc_prev, dWx, dWh, db, dpeepholes, dW_proj (this
+    step's terms; the last two None when the layer has no peepholes / no projection)."""
+    x, h_prev, c_prev, w = cache["x"], cache["h_prev"], cache["c_prev"], cache["w"]
+    i, f, g, o, cu, c, m = (cache[k] for k in ("i", "f", "g", "o", "cu", "c", "m"))
+    W_proj, cell_clip, proj_clip = cache["W_proj"], cache["cell_clip"], cache["proj_clip"]
+    if proj_clip is not None:
+        dh = dh * (np.abs(cache["hu"]) <= proj_clip)  # (dP8) the clip passes inside its bound
+    dm = dh if W_proj is None else dh @ W_proj.T  # (dP8)
+    dW_proj = None if W_proj is None else m.T @ dh  # (dP8)
+    tc = np.tanh(c)
+    do = dm * tc  # (dP7)
+    dc = dc + dm * o * (1 - tc * tc)  # (dP7)
+    dao = do * o * (1 - o)  # (dP6)
+    dc = dc + dao * w[2]  # (dP6) the output peephole's path into c_t
+    if cell_clip is not None:
+        dc = dc * (np.abs(cu) <= cell_clip)  # (dP5) the clip passes inside its bound
+    di = dc * g  # (dP4)
+    df = dc * c_prev  # (dP4)
+    dg = dc * i  # (dP4)
+    dag = dg * (1 - g * g)  # (dP3)
+    dai = di * i * (1 - i)  # (dP2)
+    daf = df * f * (1 - f)  # (dP2)
+    dc_prev = dc * f + dai * w[0] + daf * w[1]  # (dP4) and (dP2): three paths into c_{t-1}
+    dpeep = None
+    if cache["peepholes"] is not None:
+        dpeep = np.stack(
+            [(dai * c_prev).sum(0), (daf * c_prev).sum(0), (dao * c).sum(0)]
+        )  # dP2, dP6
+    da = np.concatenate([dai, daf, dag, dao], axis=1)  # [B, 4H], blocks i, f, g, o
+    dh_prev = da @ cache["Wh"].T  # (dP1)
+    dWh = h_prev.T @ da  # (dP1)
+    dx = da @ cache["Wx"].T  # (dP1)
+    dWx = x.T @ da  # (dP1)
+    db = da.sum(axis=0)  # (dP1)
+    return dx, dh_prev, dc_prev, dWx, dWh, db, dpeep, dW_proj
+
+
+def lstmp_forward(
+    x: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    Wx: np.ndarray,
+    Wh: np.ndarray,
+    b: np.ndarray,
+    *,
+    lengths: np.ndarray | None = None,
+    **options: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Cache]]:
+    """P1-P8 for t = 1..T, with M1-M2 when ``lengths`` is given: -> hs (T, B, P), hT, cT,
+    caches. ``options``: forget_bias, peepholes, cell_clip, W_proj, proj_clip."""
+    h, c = h0, c0
+    hs, caches = [], []
+    for t in range(x.shape[0]):
+        h_new, c_new, cache = lstmp_step_forward(x[t], h, c, Wx, Wh, b, **options)  # P1-P8
+        m = step_mask(lengths, t, h)
+        h = m * h_new + (1 - m) * h  # (M1)
+        c = m * c_new + (1 - m) * c  # (M1)
+        cache["mask"] = m
+        hs.append(m * h)  # (M2)
+        caches.append(cache)
+    return np.stack(hs), h, c, caches  # (M3)
+
+
+def lstmp_backward(dhs: np.ndarray, dhT: np.ndarray, dcT: np.ndarray, caches: list[Cache]):
+    """dP8-dP1 for t = T..1, with dM2 and dM1: -> dx, dh0, dc0, dWx, dWh, db, dpeepholes,
+    dW_proj (the last two None when not used)."""
+    T = dhs.shape[0]
+    dx = [None] * T
+    dh_rec, dc = dhT, dcT
+    sums: list = [0, 0, 0, 0, 0]  # dWx, dWh, db, dpeepholes, dW_proj
+    for t in range(T - 1, -1, -1):
+        m = caches[t]["mask"]
+        dh = m * dhs[t] + dh_rec  # (dM2)
+        dx[t], dh_rec, dc_new, *grads = lstmp_step_backward(m * dh, m * dc, caches[t])
+        dh_rec, dc = dh_rec + (1 - m) * dh, dc_new + (1 - m) * dc  # (dM1)
+        sums = [s if gk is None else s + gk for s, gk in zip(sums, grads, strict=True)]
+    dWx, dWh, db, dpeep, dW_proj = sums
+    dpeep = None if caches[0]["peepholes"] is None else dpeep
+    dW_proj = None if caches[0]["W_proj"] is None else dW_proj
+    return np.stack(dx), dh_rec, dc, dWx, dWh, db, dpeep, dW_proj
 
 
 # --------------------------------------------------------------------------------------------

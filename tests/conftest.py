@@ -77,7 +77,7 @@ _KERNEL_NAMES = (
     "gru_rz_forward", "gru_cho_cell_forward", "gru_cho_cell_backward", "gru_rz_backward",
     "softmax_xent_rows", "softmax_xent_loss_rows", "embedding_scatter_add", "scaled_add",
     "adam_update", "sum_of_squares", "embedding_rows_grad", "scatter_scaled_add",
-    "rnn_cell_forward", "rnn_cell_backward",
+    "rnn_cell_forward", "rnn_cell_backward", "lstmp_cell_forward", "lstmp_cell_backward",
 )  # fmt: skip
 _LOOP_NAMES = (
     "lstm_forward_loop", "lstm_backward_loop", "gru_forward_loop", "gru_backward_loop",
