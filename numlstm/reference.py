@@ -247,9 +247,8 @@ def lstmp_step_backward(dh: np.ndarray, dc: np.ndarray, cache: Cache) -> tuple:
     dc_prev = dc * f + dai * w[0] + daf * w[1]  # (dP4) and (dP2): three paths into c_{t-1}
     dpeep = None
     if cache["peepholes"] is not None:
-        dpeep = np.stack(
-            [(dai * c_prev).sum(0), (daf * c_prev).sum(0), (dao * c).sum(0)]
-        )  # dP2, dP6
+        # (dP2) dw_ci, dw_cf and (dP6) dw_co: this step's terms
+        dpeep = np.stack([(dai * c_prev).sum(0), (daf * c_prev).sum(0), (dao * c).sum(0)])
     da = np.concatenate([dai, daf, dag, dao], axis=1)  # [B, 4H], blocks i, f, g, o
     dh_prev = da @ cache["Wh"].T  # (dP1)
     dWh = h_prev.T @ da  # (dP1)

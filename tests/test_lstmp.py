@@ -83,8 +83,8 @@ def make_upstream(seed, T, B, P, H, dtype=np.float64):
 
 
 def grad_names(p):
-    names = ["x", "h0", "c0", "Wx", "Wh", "b", "peepholes", "W_proj"]
-    return names
+    """The names of lstmp_backward's outputs, in order."""
+    return ["x", "h0", "c0", "Wx", "Wh", "b", "peepholes", "W_proj"]
 
 
 def run_gradcheck(seed, shape, on, check_grads, forget_bias=0.0, lengths=None):
@@ -129,6 +129,30 @@ def test_gradcheck_lengths(seed, shape, on, check_grads):
     lengths = np.random.default_rng(seed).integers(0, T + 1, size=B)
     lengths[0] = max(1, min(T - 1, lengths[0]))  # at least one real step, and padding if T > 1
     run_gradcheck(seed, shape, on, check_grads, forget_bias=0.5, lengths=lengths)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=SHAPE_IDS[:3])
+def test_reference_gradcheck(seed, shape, with_lengths, check_grads):
+    """numlstm.reference's lstmp_forward/backward (every option on) against central
+    differences: the oracle the fast path is compared with is itself checked."""
+    T, B, D, H, P = shape
+    on = OPTIONS["all"]
+    p = make_inputs(seed, T, B, D, H, P, on)
+    lengths = None
+    if with_lengths:
+        lengths = np.random.default_rng(seed).integers(0, T + 1, size=B)
+    fb = 0.0 if seed else 1.0  # as test_gradcheck (T1B1H2 at 0.4: two cells 3e-3 apart)
+    kw = {"forget_bias": fb, "lengths": lengths, **pick_clips(p, on, fb, lengths)}
+    R, RT, RC = make_upstream(seed, T, B, P, H)
+
+    def loss():
+        hs, hT, cT, _ = ref.lstmp_forward(**p, **kw)
+        return float(np.sum(hs * R) + np.sum(hT * RT) + np.sum(cT * RC))
+
+    _, _, _, caches = ref.lstmp_forward(**p, **kw)
+    grads = dict(zip(grad_names(p), ref.lstmp_backward(R, RT, RC, caches), strict=True))
+    check_grads("reference lstmp", loss, p, grads)
 
 
 # ------------------------------------------------------------------------ the clips' gradient
