@@ -183,13 +183,15 @@ LOCAL = SoftmaxGrad()  # the default: this call's rows are the whole batch
 
 def softmax_xent_forward_backward_unchecked(
     h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax",
-    grad: SoftmaxGrad = LOCAL,
+    grad: SoftmaxGrad = LOCAL, *, valid: np.ndarray | None = None,
 ):  # fmt: skip
     """``softmax_xent_forward_backward`` without validation.
 
     dW and db are returned as two views of one (H + 1, V) array: db is the last row of the
     GEMM [h 1]^T dZ (dS1), so no separate pass over dZ sums its columns. ``grad`` says where
-    the buffers live and who forms [dW; db] (see ``SoftmaxGrad``).
+    the buffers live and who forms [dW; db] (see ``SoftmaxGrad``). ``valid`` (N,) bool, or
+    None for all rows: only valid rows count in the loss (S3m) and padded rows of dZ are zero
+    (dS3m), by setting their q_n to 0.
     """
     N, H = h.shape
     V = W.shape[1]
@@ -201,6 +203,8 @@ def softmax_xent_forward_backward_unchecked(
     kernels.softmax_xent_rows(z, b, targets, dt.type(1.0 / batch_size), losses, q)
     # ... in the kernel, row by row: (S1) + b;  (S2) m_n, s_n;  (S3) losses_n = -log p_{n,y_n};
     # (dS2f) z becomes Ẽ in place and q_n = 1 / (batch_size s_n)
+    if valid is not None:
+        _mask_rows(valid, losses, q)  # (S3m) drop the padded rows' losses; (dS3m) their q_n = 0
     # (dS1) with dZ = diag(q) Ẽ (dS2f): [dW; db] = [h 1]^T dZ = (diag(q) [h 1])^T Ẽ.
     np.multiply(h, q[:, None], out=hq[:, :H])
     hq[:, H] = q
@@ -227,9 +231,22 @@ def softmax_xent_loss(
 
 
 def softmax_xent_loss_unchecked(
-    h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax"
-):
+    h, W, b, targets, batch_size, ws: Workspace = FRESH, tag: str = "softmax", *,
+    valid: np.ndarray | None = None,
+):  # fmt: skip
+    """``softmax_xent_loss`` without validation; ``valid`` (N,) bool: only those rows count
+    (S3m), or None for all."""
     z = matmul_into(h, W, ws.empty(tag + ".z", (h.shape[0], W.shape[1]), h.dtype))  # (S1)
     losses = ws.empty(tag + ".losses", (h.shape[0],), np.dtype(np.float64))
     kernels.softmax_xent_loss_rows(z, b, targets, losses)  # S1 bias, S2, S3
+    if valid is not None:
+        _mask_rows(valid, losses)  # (S3m) the padded rows' losses do not count
     return float(losses.sum()) / batch_size
+
+
+def _mask_rows(valid: np.ndarray, *rows: np.ndarray) -> None:
+    """Zero the entries of padded rows (valid[n] False) of each (N,) array, in place: the row
+    losses (S3m) and the row factors q_n of dZ = diag(q) Ẽ (dS3m)."""
+    padded = ~valid
+    for a in rows:
+        a[padded] = 0

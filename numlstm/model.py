@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks, kernels
+from . import _checks, kernels, sequences
 from .fast.blas import matmul_into
 from .fast.sparse import IndexedRows
 from .fast.workspace import Workspace
@@ -200,8 +200,11 @@ class LanguageModel:
             if m.dtype != self.dtype:
                 raise TypeError(f"masks[{k}] must be {self.dtype} like the model, got {m.dtype}")
 
-    def _forward(self, x, state, keep_prob, rng, masks, ws):
-        """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass)."""
+    def _forward(self, x, state, keep_prob, rng, masks, ws, lengths=None):
+        """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass).
+
+        ``lengths``: prepared (B,) int64 or None; each layer runs the masked update M1-M3, so
+        the top states are zero past each row's end and the state is the one after its end."""
         p = self.params
         ids = np.ascontiguousarray(x.T)  # (T, B): the layers are time-major
         fw = _Pass(ids)
@@ -223,13 +226,14 @@ class LanguageModel:
                 h0, c0 = state[layer]
                 hs, hT, cT, cache = lstm_forward_unchecked(
                     inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
-                    self.forget_bias, ws, f"l{layer}")  # fmt: skip
+                    self.forget_bias, ws, f"l{layer}", lengths=lengths)  # fmt: skip
                 new_state.append((hT, cT))
             else:
                 (h0,) = state[layer]
                 hs, hT, cache = gru_forward_unchecked(
                     inp, h0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.bx"],
-                    p[f"l{layer}.bh"], self.reset_after, ws, f"l{layer}")  # fmt: skip
+                    p[f"l{layer}.bh"], self.reset_after, ws, f"l{layer}",
+                    lengths=lengths)  # fmt: skip
                 new_state.append((hT,))
             fw.caches.append(cache)
             inp = drop(hs)
@@ -252,27 +256,30 @@ class LanguageModel:
         keep_prob: float = 1.0,
         rng: np.random.Generator | None = None,
         masks: Sequence[np.ndarray | None] | None = None,
+        lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Validate the arguments of ``loss_and_grads``; returns x, y as contiguous arrays.
 
         Raises ``ValueError``/``TypeError`` as ``loss_and_grads`` would, before any work: for a
         caller that splits the batch itself (``fast/parallel.py``) and must check it whole.
         """
+        x, y, _ = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        return x, y
+
+    def _checked(self, x, y, state, keep_prob, rng, masks, lengths):
+        """``check_batch``, also returning the prepared lengths: a (B,) int64 array, or None
+        when there are none or every row has all T steps (then nothing is masked)."""
         self._check_dropout(keep_prob, rng, masks)
         x, y = self._check_inputs(x, y, state)
         self._check_masks(masks, *x.shape)
-        return x, y
-
-    def _prepare(self, x, y, state, keep_prob, rng, masks, ws):
-        """Checks, then the forward pass up to the top layer, for ``loss``/``loss_and_grads``.
-
-        Returns (B, T, top hidden states (T, B, H), final state, _Pass, targets (T*B,)).
-        """
-        x, y = self.check_batch(x, y, state, keep_prob, rng, masks)
         B, T = x.shape
-        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
-        targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
-        return B, T, top, new_state, fw, targets
+        return x, y, sequences.prepare_lengths(lengths, T, B)
+
+    @staticmethod
+    def _valid_rows(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
+        """(T*B,) bool, True at the time-major rows (t, b) with t < lengths[b]: the positions
+        whose loss counts (S3m); None without lengths (every position counts)."""
+        return None if lengths is None else sequences.output_mask(lengths, T).reshape(-1)
 
     # ---------------------------------------------------------------------------------------
     def loss(
@@ -284,6 +291,7 @@ class LanguageModel:
         rng: np.random.Generator | None = None,
         *,
         masks: Sequence[np.ndarray | None] | None = None,
+        lengths: np.ndarray | None = None,
     ) -> tuple[float, State]:
         """Loss of a (B, T) batch: sum of -log p(y) over all B * T words, divided by B.
 
@@ -291,12 +299,22 @@ class LanguageModel:
         Mean cross-entropy per word = loss / T; perplexity = exp(sum of losses / sum of T).
         Evaluation uses the default keep_prob = 1 (no dropout); ``keep_prob``/``rng``/``masks``
         are as in ``loss_and_grads``, so a gradient check can evaluate the training loss.
+
+        ``lengths`` (B,) ints in [0, T]: row b is a sequence of its first lengths[b] words, the
+        rest padding (any valid ids). The loss then sums -log p(y) over the sum(lengths) valid
+        positions only, still divided by B (docs/layers.md S3m), and the state is each row's
+        after its last valid step (docs/rnn.md M3): per-word cross-entropy = loss * B /
+        sum(lengths).
         """
         ws = self._ws_eval
-        B, T, top, new_state, _, targets = self._prepare(x, y, state, keep_prob, rng, masks, ws)
+        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        B, T = x.shape
+        top, new_state, _ = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
+        targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
+        # S1-S3; with lengths S3m: the padded positions' losses do not count
         loss = softmax_xent_loss_unchecked(
             top.reshape(T * B, -1), self.params["softmax_w"], self.params["softmax_b"], targets,
-            B, ws)  # fmt: skip
+            B, ws, valid=self._valid_rows(lengths, T))  # fmt: skip
         return loss, new_state
 
     def loss_and_grads(
@@ -309,6 +327,7 @@ class LanguageModel:
         *,
         masks: Sequence[np.ndarray | None] | None = None,
         sparse_embedding: bool = False,
+        lengths: np.ndarray | None = None,
     ) -> tuple[float, dict[str, np.ndarray], State]:
         """Training step's loss (as ``loss``) and gradients of every parameter.
 
@@ -318,13 +337,15 @@ class LanguageModel:
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
         rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
         ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
+        ``lengths`` (B,): a padded batch, as in ``loss``; padded positions get no gradient
+        (dS3m: their rows of dZ are zero; the layers' dM1-dM2 do the rest).
 
         Returns (loss, grads with the keys of ``params``, final state). The gradient arrays are
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
         keeps a step free of large allocations); copy them to keep them.
         """
-        x, y = self.check_batch(x, y, state, keep_prob, rng, masks)
-        r = self._forward_backward(x, y, state, keep_prob, rng, masks, x.shape[0], LOCAL)
+        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        r = self._forward_backward(x, y, state, keep_prob, rng, masks, x.shape[0], LOCAL, lengths)
         r.grads["embedding"] = self._embedding_grad(r.ids, r.d_embedded, sparse_embedding)
         return r.loss, {k: r.grads[k] for k in self.params}, r.state
 
@@ -339,6 +360,7 @@ class LanguageModel:
         *,
         masks: Sequence[np.ndarray | None] | None = None,
         softmax_grad: SoftmaxGrad = LOCAL,
+        lengths: np.ndarray | None = None,
     ) -> RowsResult:
         """Forward and backward pass of b rows of a batch of ``batch_size`` rows.
 
@@ -358,28 +380,35 @@ class LanguageModel:
         Returns a ``RowsResult``; the embedding's gradient follows from
         ``embedding_grad(result.ids, result.d_embedded)``, for one part or all parts' rows.
         With b = batch_size and the default ``softmax_grad`` it is ``loss_and_grads``.
+        ``lengths`` (b,): these rows' lengths, as in ``loss_and_grads`` (S3m sums over rows
+        too, so the parts still add up).
         """
-        x, y = self.check_batch(x, y, state, keep_prob, rng, masks)
+        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         if int(batch_size) != batch_size or batch_size < x.shape[0]:
             raise ValueError(f"batch_size must be an integer >= the {x.shape[0]} rows of x, "
                              f"got {batch_size}")  # fmt: skip
-        return self._forward_backward(x, y, state, keep_prob, rng, masks, batch_size, softmax_grad)
+        return self._forward_backward(
+            x, y, state, keep_prob, rng, masks, batch_size, softmax_grad, lengths
+        )
 
-    def _forward_backward(self, x, y, state, keep_prob, rng, masks, batch_size, softmax_grad):
+    def _forward_backward(
+        self, x, y, state, keep_prob, rng, masks, batch_size, softmax_grad, lengths=None
+    ):
         """Forward and backward of checked inputs, all but the embedding's gradient (dE1).
 
         The loss (and so every gradient) is divided by ``batch_size`` (S3), which is x's rows
-        or, for some rows of a batch, the whole batch's (``rows_loss_and_grads``).
+        or, for some rows of a batch, the whole batch's (``rows_loss_and_grads``). ``lengths``
+        (prepared, or None): S3m/dS3m in the softmax, M1-M3 and dM1-dM2 in the layers.
         """
         H, p = self.hidden_size, self.params
         ws = self._ws_train
         B, T = x.shape
-        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws)
+        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
-        # S1-S3 and their backward
+        # S1-S3 and their backward; with lengths S3m and dS3m (padded rows of dZ zero)
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
             top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, batch_size, ws,
-            grad=softmax_grad)  # fmt: skip
+            grad=softmax_grad, valid=self._valid_rows(lengths, T))  # fmt: skip
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
         d = dh.reshape(T, B, H)
         zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch

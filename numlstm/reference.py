@@ -664,6 +664,45 @@ def softmax_xent_loss(
 
 
 # --------------------------------------------------------------------------------------------
+# The loss of a padded batch: only the valid positions count (docs/layers.md section 4.2)
+# --------------------------------------------------------------------------------------------
+
+
+def valid_positions(lengths: np.ndarray | None, T: int, B: int) -> np.ndarray:
+    """w (T*B,) float, time-major like the rows of the softmax: w[t*B + b] = 1 if t < lengths[b]
+    (position t of row b is a real word), else 0; all ones without lengths."""
+    n = np.full(B, T) if lengths is None else np.asarray(lengths)
+    w = np.zeros((T, B))
+    for b in range(B):
+        w[: n[b], b] = 1.0
+    return w.reshape(-1)
+
+
+def masked_softmax_xent_forward_backward(
+    h: np.ndarray, W: np.ndarray, b: np.ndarray, targets: np.ndarray, w: np.ndarray,
+    batch_size: int,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """S1-S3 with the masked sum over valid positions, and its gradients:
+
+        L = (1/B) Σ_n w_n (-log p_{n,y_n})                               (S3m)
+        dZ_n = w_n (softmax(Z)_n - onehot(y_n)) / B                       (dS3m)
+        dW = hᵀ dZ;  db = Σ_n dZ_n;  dh = dZ Wᵀ                            (dS1)
+
+    w (N,) the 0/1 weights of ``valid_positions``. Returns (loss, dh, dW, db).
+    """
+    N = h.shape[0]
+    rows = np.arange(N)
+    Z = h @ W + b  # (S1)
+    m = Z.max(axis=1, keepdims=True)
+    logp = Z - m - np.log(np.exp(Z - m).sum(axis=1, keepdims=True))  # (S2)
+    loss = -(w * logp[rows, targets]).sum() / batch_size  # (S3m) the masked sum
+    dZ = np.exp(logp)
+    dZ[rows, targets] -= 1  # softmax(Z) - onehot(y)
+    dZ = dZ * w[:, None] / batch_size  # (dS3m) the padded rows are zero
+    return float(loss), dZ @ W.T, h.T @ dZ, dZ.sum(axis=0)  # (dS1)
+
+
+# --------------------------------------------------------------------------------------------
 # The stacked language model (docs/layers.md section 4)
 # --------------------------------------------------------------------------------------------
 
@@ -682,10 +721,12 @@ def draw_masks(model: Any, T: int, B: int, keep_prob: float, rng: np.random.Gene
 
 
 def model_forward(
-    model: Any, x: np.ndarray, state: State, keep_prob: float, masks: Sequence[np.ndarray | None]
-) -> tuple[np.ndarray, State, list[Cache]]:
+    model: Any, x: np.ndarray, state: State, keep_prob: float, masks: Sequence[np.ndarray | None],
+    lengths: np.ndarray | None = None,
+) -> tuple[np.ndarray, State, list[Cache]]:  # fmt: skip
     """Embedding -> dropout -> L x (recurrent layer -> dropout) (layers.md section 4, steps
-    1-3). x (B, T) ids; ``masks`` from ``draw_masks`` (with keep_prob = 1: None, no dropout).
+    1-3). x (B, T) ids; ``masks`` from ``draw_masks`` (with keep_prob = 1: None, no dropout);
+    ``lengths`` (B,) or None: every layer runs the masked update M1-M2.
 
     Returns (top-layer outputs (T, B, H) after their dropout, final state, one cache per
     layer: {"emb", "drop", "rnn"}).
@@ -701,12 +742,16 @@ def model_forward(
         if model.cell == "lstm":
             h0, c0 = state[layer]
             b = p[f"l{layer}.b"]
-            hs, hT, cT, rnn_cache = lstm_forward(inp, h0, c0, Wx, Wh, b, model.forget_bias)
+            hs, hT, cT, rnn_cache = lstm_forward(
+                inp, h0, c0, Wx, Wh, b, model.forget_bias, lengths=lengths
+            )
             new_state.append((hT, cT))
         else:
             (h0,) = state[layer]
             bx, bh = p[f"l{layer}.bx"], p[f"l{layer}.bh"]
-            hs, hT, rnn_cache = gru_forward(inp, h0, Wx, Wh, bx, bh, reset_after=model.reset_after)
+            hs, hT, rnn_cache = gru_forward(
+                inp, h0, Wx, Wh, bx, bh, reset_after=model.reset_after, lengths=lengths
+            )
             new_state.append((hT,))
         inp, drop_cache = dropout_forward(hs, keep_prob, mask=masks[layer + 1])  # (D1)
         caches.append({"rnn": rnn_cache, "drop": drop_cache})
@@ -722,18 +767,27 @@ def loss(
     rng: np.random.Generator | None = None,
     *,
     masks: Sequence[np.ndarray | None] | None = None,
+    lengths: np.ndarray | None = None,
 ) -> tuple[float, State]:
-    """What ``model.loss(x, y, state, keep_prob, rng, masks=masks)`` returns: (loss, state).
+    """What ``model.loss(x, y, state, keep_prob, rng, masks=masks, lengths=lengths)`` returns:
+    (loss, state).
 
     x, y (B, T) ids (y is x shifted by one word); state as from ``model.init_state(B)``.
+    ``lengths`` (B,): only the first lengths[b] positions of row b count (S3m).
     """
     B, T = x.shape
     if masks is None:
         masks = draw_masks(model, T, B, keep_prob, rng)
-    top, new_state, _ = model_forward(model, x, state, keep_prob, masks)
+    top, new_state, _ = model_forward(model, x, state, keep_prob, masks, lengths)
     p = model.params
     targets = y.T.reshape(-1)  # time-major, like the rows of top
     h = top.reshape(T * B, model.hidden_size)
+    if lengths is not None:  # (S3m) the masked sum
+        w = valid_positions(lengths, T, B)
+        loss = masked_softmax_xent_forward_backward(
+            h, p["softmax_w"], p["softmax_b"], targets, w, B
+        )[0]
+        return loss, new_state
     return softmax_xent_loss(h, p["softmax_w"], p["softmax_b"], targets, B), new_state  # S1-S3
 
 
@@ -746,26 +800,34 @@ def loss_and_grads(
     rng: np.random.Generator | None = None,
     *,
     masks: Sequence[np.ndarray | None] | None = None,
+    lengths: np.ndarray | None = None,
 ) -> tuple[float, dict[str, np.ndarray], State]:
-    """What ``model.loss_and_grads(x, y, state, keep_prob, rng, masks=masks)`` returns, from a
-    ``numlstm.LanguageModel``'s parameters: (loss, grads, final state).
+    """What ``model.loss_and_grads(x, y, state, keep_prob, rng, masks=masks, lengths=lengths)``
+    returns, from a ``numlstm.LanguageModel``'s parameters: (loss, grads, final state).
 
     x, y (B, T) ids; state as from ``model.init_state(B)``. With keep_prob < 1 the masks are
     drawn from ``rng`` as the model draws them (``draw_masks``), or given in ``masks``.
     ``grads`` has the keys of ``model.params``; the embedding's gradient is a dense (V, H)
     array (the model's ``sparse_embedding=True`` holds the same numbers row-sparse). No
-    gradient flows into ``state``: truncated BPTT (layers.md section 4).
+    gradient flows into ``state``: truncated BPTT (layers.md section 4). ``lengths`` (B,):
+    a padded batch, S3m and dS3m in the softmax and M1-M2, dM2-dM1 in the layers.
     """
     B, T = x.shape
     H, L, p = model.hidden_size, model.num_layers, model.params
     if masks is None:
         masks = draw_masks(model, T, B, keep_prob, rng)
     # E1, D1, then L1-L6 or G1-G5 per layer, each followed by D1
-    top, new_state, caches = model_forward(model, x, state, keep_prob, masks)
+    top, new_state, caches = model_forward(model, x, state, keep_prob, masks, lengths)
     targets = y.T.reshape(-1)  # time-major, like the rows of top
-    loss, dh, dW, db = softmax_xent_forward_backward(
-        top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B
-    )  # S1-S3, dS3·dS2, dS1
+    if lengths is None:
+        loss, dh, dW, db = softmax_xent_forward_backward(
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B
+        )  # S1-S3, dS3·dS2, dS1
+    else:  # S3m, dS3m, dS1: only the valid positions count
+        w = valid_positions(lengths, T, B)
+        loss, dh, dW, db = masked_softmax_xent_forward_backward(
+            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, w, B
+        )
     grads = {"softmax_w": dW, "softmax_b": db}
     d = dh.reshape(T, B, H)
     zeros = np.zeros((B, H), model.dtype)  # dhT = dcT = 0: truncated BPTT

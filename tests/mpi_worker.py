@@ -1,6 +1,8 @@
 """What tests/test_mpi.py runs in each MPI rank (``mpirun -n 2 python tests/mpi_worker.py ...``)
 and, for the one-process reference, in the test process itself.
 
+    lengths OUT.npz DTYPE THREADS      one DistributedStep.loss_and_grads and .loss of a padded
+                                       batch (``lengths_batch``); rank 0 saves the results
     steps OUT.npz DTYPE THREADS MODE   20 training steps of a tiny model (train.train_step with
                                        distributed.DistributedStep); rank 0 saves losses, params
     train OUT_DIR DTYPE [--resume] [--stop-after N] [--fail-after N] [--big]
@@ -72,8 +74,38 @@ def run_steps(d: ptb.PTBData, dtype: str, threads: int = 1, mode: str = "auto",
     return out
 
 
+def lengths_batch(dtype: str):
+    """A model and a padded (B, T) batch: (model, x, y, lengths), lengths with 0 and T."""
+    model = LanguageModel(50, H, 2, dtype=dtype, seed=3)
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 50, (B, T)), rng.integers(0, 50, (B, T))
+    return model, x, y, np.array([0, T, 2, 3, T, 1])
+
+
+def run_lengths(dtype: str, threads: int, dist: distributed.Distributed) -> dict:
+    model, x, y, lengths = lengths_batch(dtype)
+    with distributed.DistributedStep(model, dist, threads) as step:
+        loss, grads, state = step.loss_and_grads(
+            x, y, model.init_state(B), 0.5, np.random.default_rng(6), lengths=lengths
+        )
+        out = {f"grad.{k}": (g.to_dense() if hasattr(g, "to_dense") else g).copy()
+               for k, g in grads.items()}  # fmt: skip
+        out["loss"] = np.array(loss)
+        full = dist.gather_state(state, B)  # all rows on the root, None elsewhere
+        if full is not None:
+            out["state"] = full[0][1]  # layer 0's c
+        out["eval"] = np.array(step.loss(x, y, model.init_state(B), lengths=lengths)[0])
+    return out
+
+
 def main(argv: list[str]) -> int:
     command, target, dtype = argv[0], Path(argv[1]), argv[2]
+    if command == "lengths":
+        dist = distributed.start()
+        result = run_lengths(dtype, int(argv[3]), dist)
+        if dist.is_root:
+            np.savez(target, **result)
+        return 0
     if command == "steps":
         dist = distributed.start()
         result = run_steps(data(), dtype, int(argv[3]), argv[4], dist)

@@ -154,6 +154,26 @@ def test_twenty_steps_on_two_ranks_equal_one_process(tmp_path, dtype, threads, m
     assert moved > 100 * tol
 
 
+@needs_mpi
+@pytest.mark.parametrize("threads", [1, 2])
+def test_padded_batch_on_two_ranks_equals_one_process(tmp_path, threads):
+    """``lengths=`` through DistributedStep (each rank its rows) equals the one-process step."""
+    out = tmp_path / "lengths.npz"
+    proc = _mpirun("lengths", str(out), "float64", str(threads))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = np.load(out)
+    model, x, y, lengths = mpi_worker.lengths_batch("float64")
+    state0 = model.init_state(mpi_worker.B)
+    loss, grads, state = model.loss_and_grads(x, y, state0, 0.5, np.random.default_rng(6),
+                                              lengths=lengths)  # fmt: skip
+    assert float(got["loss"]) == pytest.approx(loss, rel=1e-12)
+    for k, g in grads.items():
+        np.testing.assert_allclose(got[f"grad.{k}"], g, rtol=1e-12, atol=1e-15, err_msg=k)
+    np.testing.assert_allclose(got["state"], state[0][1], rtol=1e-12, atol=1e-15)
+    ev = model.loss(x, y, state0, lengths=lengths)[0]
+    assert float(got["eval"]) == pytest.approx(ev, rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The one-process run every MPI run below must reproduce (float64)."""

@@ -44,6 +44,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from .. import _checks
 from ..model import LanguageModel, State
 from .parallel import DataParallel
 from .sparse import IndexedRows
@@ -339,12 +340,13 @@ class DistributedStep:
 
     def loss_and_grads(
         self, x: np.ndarray, y: np.ndarray, state: State, keep_prob: float = 1.0,
-        rng: np.random.Generator | None = None,
+        rng: np.random.Generator | None = None, *, lengths: np.ndarray | None = None,
     ) -> tuple[float, dict, State]:  # fmt: skip
         """As ``DataParallel.loss_and_grads`` for the whole (B, T) batch ``x``, ``y`` (the same
         on every rank); ``state`` is the whole batch's or this rank's rows. Returns the batch's
         loss, the summed gradients (the same bits on every rank; the arrays are this object's
-        buffers, overwritten by the next call) and this rank's rows of the final state."""
+        buffers, overwritten by the next call) and this rank's rows of the final state.
+        ``lengths`` (B,): the whole batch's, each rank takes its rows (S3m sums over rows)."""
         if self.check_every and self.steps % self.check_every == 0:
             self.dist.check_params(self.model.params)  # the previous updates kept them equal
         self.steps += 1
@@ -355,13 +357,14 @@ class DistributedStep:
         masks = self.model.draw_masks(T, B, keep_prob, rng)
         mine = None if masks is None else [np.ascontiguousarray(m[:, lo:hi]) for m in masks]
         state = _take_rows(state, lo, hi, B)
+        n = _rank_lengths(lengths, lo, hi, B, T)
         if self.parallel is not None:
             loss, grads, state = self.parallel.loss_and_grads(
-                x[lo:hi], y[lo:hi], state, keep_prob, None, masks=mine)  # fmt: skip
+                x[lo:hi], y[lo:hi], state, keep_prob, None, masks=mine, lengths=n)  # fmt: skip
         else:
             loss, grads, state = self.model.loss_and_grads(
-                x[lo:hi], y[lo:hi], state, keep_prob, None, masks=mine, sparse_embedding=True
-            )
+                x[lo:hi], y[lo:hi], state, keep_prob, None, masks=mine, sparse_embedding=True,
+                lengths=n)  # fmt: skip
         share = (hi - lo) / B  # the model divided by the rank's rows; the batch divides by B
         emb = grads["embedding"]
         V, H = emb.shape
@@ -422,15 +425,24 @@ class DistributedStep:
         summed = np.add.reduceat(values_all[order], starts, axis=0)
         return IndexedRows(r[starts], summed, (V, H))
 
-    def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
-        """As ``LanguageModel.loss`` of the whole batch (no dropout); the state as in
-        ``loss_and_grads``. One float64 Allgather per batch."""
+    def loss(
+        self, x: np.ndarray, y: np.ndarray, state: State, *, lengths: np.ndarray | None = None
+    ) -> tuple[float, State]:
+        """As ``LanguageModel.loss`` of the whole batch (no dropout); the state and ``lengths``
+        as in ``loss_and_grads``. One float64 Allgather per batch."""
         x, y = np.asarray(x), np.asarray(y)
-        B = x.shape[0]
+        B, T = x.shape
         lo, hi = self.dist.rows(B)
         state = _take_rows(state, lo, hi, B)
-        loss, state = self._local().loss(x[lo:hi], y[lo:hi], state)
+        n = _rank_lengths(lengths, lo, hi, B, T)
+        loss, state = self._local().loss(x[lo:hi], y[lo:hi], state, lengths=n)
         return self.dist.sum_in_rank_order(loss * (hi - lo) / B), state
+
+
+def _rank_lengths(lengths: object, lo: int, hi: int, B: int, T: int) -> np.ndarray | None:
+    """This rank's rows of the whole batch's lengths, checked whole first (a (B,) array that
+    is too long must not pass because its slice has the right size)."""
+    return None if lengths is None else _checks.lengths("lengths", lengths, T, B)[lo:hi]
 
 
 def choose_embedding_mode(total_rows: int, vocab_size: int, hidden_size: int,

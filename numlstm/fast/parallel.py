@@ -138,10 +138,13 @@ class DataParallel:
             raise ValueError(f"batch size {B} is smaller than threads={self.threads}")
         return row_blocks(B, self.threads)
 
-    def _block_passes(self, x, y, state, keep_prob, rng, masks=None) -> list[RowsResult]:
+    def _block_passes(
+        self, x, y, state, keep_prob, rng, masks=None, lengths=None
+    ) -> list[RowsResult]:
         """Checks, then every block's forward and backward pass in the threads."""
         m = self.model
-        x, y = m.check_batch(x, y, state, keep_prob, rng, masks)
+        x, y = m.check_batch(x, y, state, keep_prob, rng, masks, lengths)
+        lengths = _as_lengths(lengths)
         B, T = x.shape
         if masks is None:  # the one-thread pass's masks, same order
             masks = m.draw_masks(T, B, keep_prob, rng)
@@ -156,11 +159,13 @@ class DataParallel:
         for k, (rep, (lo, hi)) in enumerate(zip(self.replicas, self._blocks(B), strict=True)):
             block_masks = None if masks is None else [mk[:, lo:hi] for mk in masks]
             block_state = [tuple(a[lo:hi] for a in s) for s in state]
+            block_lengths = None if lengths is None else lengths[lo:hi]
             shared = SharedSoftmaxGrad(z, hq, dWb, slice(T * lo, T * hi),
                                        slice(*cols[k]), self._barrier)  # fmt: skip
             jobs.append(functools.partial(
                 self._guard, rep.rows_loss_and_grads, x[lo:hi], y[lo:hi], block_state, B,
-                keep_prob, masks=block_masks, softmax_grad=shared))  # fmt: skip
+                keep_prob, masks=block_masks, softmax_grad=shared,
+                lengths=block_lengths))  # fmt: skip
         return self.team.run(jobs)
 
     def _guard(self, fn, *args, **kwargs):
@@ -187,12 +192,14 @@ class DataParallel:
         rng: np.random.Generator | None = None,
         *,
         masks: list | None = None,
+        lengths: np.ndarray | None = None,
     ) -> tuple[float, dict, State]:
         """As ``LanguageModel.loss_and_grads(x, y, state, keep_prob, rng, masks=masks,
-        sparse_embedding=True)``. The gradient arrays belong to the model, as there. ``masks``
-        (the whole block of rows' masks, e.g. an MPI rank's rows of its batch's masks:
-        distributed.py) replaces drawing them from ``rng``."""
-        results = self._block_passes(x, y, state, keep_prob, rng, masks)
+        sparse_embedding=True, lengths=lengths)``. The gradient arrays belong to the model, as
+        there. ``masks`` (the whole block of rows' masks, e.g. an MPI rank's rows of its batch's
+        masks: distributed.py) replaces drawing them from ``rng``. ``lengths`` (B,) is split
+        by rows like x: the masked loss S3m is a sum over rows, so the blocks still add up."""
+        results = self._block_passes(x, y, state, keep_prob, rng, masks, lengths)
         loss, grads = results[0].loss, results[0].grads
         for r in results[1:]:
             loss += r.loss
@@ -203,20 +210,33 @@ class DataParallel:
         new_state = _join_states([r.state for r in results])
         return loss, {k: grads[k] for k in self.model.params}, new_state
 
-    def loss(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
-        """As ``LanguageModel.loss(x, y, state)`` (no dropout), on row blocks in the threads."""
-        x, y = self.model.check_batch(x, y, state)
+    def loss(
+        self, x: np.ndarray, y: np.ndarray, state: State, *, lengths: np.ndarray | None = None
+    ) -> tuple[float, State]:
+        """As ``LanguageModel.loss(x, y, state, lengths=lengths)`` (no dropout), on row blocks
+        in the threads."""
+        x, y = self.model.check_batch(x, y, state, lengths=lengths)
+        lengths = _as_lengths(lengths)
         B = x.shape[0]
         blocks = self._blocks(B)
         jobs = [
             functools.partial(
-                rep.loss, x[lo:hi], y[lo:hi], [tuple(a[lo:hi] for a in s) for s in state]
+                rep.loss,
+                x[lo:hi],
+                y[lo:hi],
+                [tuple(a[lo:hi] for a in s) for s in state],
+                lengths=None if lengths is None else lengths[lo:hi],
             )
             for rep, (lo, hi) in zip(self.replicas, blocks, strict=True)
         ]
         results = self.team.run(jobs)  # (loss divided by the block's rows, state) per block
         loss = sum(r[0] * (hi - lo) for r, (lo, hi) in zip(results, blocks, strict=True)) / B
         return loss, _join_states([r[1] for r in results])
+
+
+def _as_lengths(lengths: object) -> np.ndarray | None:
+    """Lengths already validated by ``check_batch`` (a list allowed), as an array to slice."""
+    return None if lengths is None else np.asarray(lengths)
 
 
 def _join_states(states: list[State]) -> State:

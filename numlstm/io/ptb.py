@@ -41,6 +41,11 @@ Batching (the tutorial's ``ptb_producer``)
     ``num_steps`` columns; targets are the inputs shifted by one token. The number of batches is
     :func:`epoch_size`.
 
+Sentences
+    :func:`sentence_batches` cuts the id stream at ``<eos>`` instead, one sentence per row,
+    padded to the longest sentence of the batch, with the lengths for
+    ``LanguageModel.loss(..., lengths=...)`` (docs/layers.md section 4.2).
+
 Download and cache
     :func:`ensure_ptb` finds the files in a directory given by the user, or in the cache directory
     (:func:`default_data_dir`), downloading and extracting ``simple-examples.tgz`` there when
@@ -89,6 +94,7 @@ __all__ = [
     "ptb_iterator",
     "ptb_raw_data",
     "read_words",
+    "sentence_batches",
 ]
 
 PathLike = str | os.PathLike
@@ -476,6 +482,135 @@ def _batches(
         x = np.ascontiguousarray(data[:, lo : lo + num_steps])
         y = np.ascontiguousarray(data[:, lo + 1 : lo + num_steps + 1])
         yield x, y
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches of sentences (variable lengths)
+# ----------------------------------------------------------------------------------------------
+
+
+def _id_arg(value: object, name: str) -> int:
+    """A non-negative integer id (not a bool)."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a non-negative integer id, got {value!r}")
+    try:
+        v = _as_index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a non-negative integer id, got {value!r}") from None
+    if v < 0:
+        raise ValueError(f"{name} must be a non-negative integer id, got {v}")
+    return v
+
+
+def sentence_batches(
+    ids: np.ndarray,
+    eos_id: int,
+    batch_size: int,
+    *,
+    pad_id: int = 0,
+    bucket: bool = True,
+    shuffle_rng: np.random.Generator | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches of whole sentences, one per row, padded, with their lengths.
+
+    The id stream is cut after every ``eos_id``. A sentence ``w_1 .. w_k <eos>`` becomes one
+    row with ``x = <eos> w_1 .. w_k`` and ``y = w_1 .. w_k <eos>`` (length k + 1): ``<eos>``
+    stands for the sentence start in x, every word and the final ``<eos>`` is predicted from
+    the words before it *in the same sentence* only (the state starts at zero for each row;
+    nothing is carried from the previous sentence). A trailing piece without ``<eos>``,
+    ``w_1 .. w_k``, is a last sentence with ``x = <eos> w_1 .. w_{k-1}``, ``y = w_1 .. w_k``.
+    So every id of ``ids`` is the target of exactly one valid position: the lengths of all
+    batches add up to ``len(ids)``, the number of words that a per-word perplexity over the
+    valid positions counts (``<eos>`` included, as the continuous model of
+    :func:`ptb_iterator` counts it): ``ppl = exp(sum of loss * B / sum of lengths)`` with
+    ``loss`` from ``LanguageModel.loss(x, y, state, lengths=lengths)`` and B the batch's rows.
+
+    Parameters
+    ----------
+    ids : array_like of int, shape (N,)
+        Token ids (non-negative, fit in int32), N >= 1.
+    eos_id : int
+        The id of ``<eos>`` (``word_to_id["<eos>"]``).
+    batch_size : int
+        Sentences per batch (> 0); the last batch may have fewer.
+    pad_id : int
+        The id written at padded positions of x and y (any id of the vocabulary; the loss
+        ignores them). Default 0.
+    bucket : bool
+        True (default): sort the sentences by length (ties in stream order) before grouping
+        them, so that a batch holds sentences of nearly equal length and padding is small.
+        False: group them in stream order.
+    shuffle_rng : numpy.random.Generator or None
+        If given, the sentences are shuffled before the (stable) sort or grouping, and the
+        batches' order is shuffled; None keeps everything deterministic.
+
+    Yields
+    ------
+    x, y : numpy.ndarray, shape (b, T), dtype int32, C-contiguous
+        Inputs and targets, b <= batch_size rows, T the batch's longest sentence.
+    lengths : numpy.ndarray, shape (b,), dtype int64
+        Valid positions per row, 1 <= lengths[r] <= T.
+
+    Raises
+    ------
+    TypeError
+        ``ids`` not of integer dtype; ``eos_id``/``pad_id``/``batch_size`` not integers;
+        ``bucket`` not a bool; ``shuffle_rng`` not a Generator.
+    ValueError
+        ``ids`` empty, not 1-D, negative or too large ids; negative ``eos_id``/``pad_id``;
+        non-positive ``batch_size``. All checked when this function is called.
+    """
+    b = _positive_int(batch_size, "batch_size")
+    eos = _id_arg(eos_id, "eos_id")
+    pad = _id_arg(pad_id, "pad_id")
+    if not isinstance(bucket, bool | np.bool_):
+        raise TypeError(f"bucket must be a bool, got {bucket!r}")
+    if shuffle_rng is not None and not isinstance(shuffle_rng, np.random.Generator):
+        raise TypeError(
+            f"shuffle_rng must be a numpy.random.Generator or None, got {type(shuffle_rng)}"
+        )
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("ids must not be empty")
+    if not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+        raise TypeError(f"ids must have an integer dtype, got {arr.dtype}")
+    limit = np.iinfo(np.int32).max
+    if arr.min() < 0 or arr.max() > limit or max(eos, pad) > limit:
+        raise ValueError("ids, eos_id and pad_id must be non-negative and fit in int32")
+    arr = arr.astype(np.int32, copy=False)
+    # Sentence k is arr[starts[k]:ends[k]]: cut after every <eos>, plus a trailing piece.
+    ends = np.flatnonzero(arr == eos) + 1
+    if ends.size == 0 or ends[-1] != arr.size:
+        ends = np.append(ends, arr.size)
+    starts = np.concatenate(([0], ends[:-1]))
+    lengths = ends - starts  # each sentence's words, its <eos> included: every id once
+    order = np.arange(lengths.size)
+    if shuffle_rng is not None:
+        order = shuffle_rng.permutation(order)
+    if bucket:
+        order = order[np.argsort(lengths[order], kind="stable")]
+    groups = [order[lo : lo + b] for lo in range(0, order.size, b)]
+    if shuffle_rng is not None:
+        groups = [groups[k] for k in shuffle_rng.permutation(len(groups))]
+    return _sentence_batches(arr, starts, lengths, groups, eos, pad)
+
+
+def _sentence_batches(
+    arr: np.ndarray, starts: np.ndarray, lengths: np.ndarray, groups: list, eos: int, pad: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    for group in groups:
+        n = lengths[group].astype(np.int64)
+        T = int(n.max())
+        x = np.full((group.size, T), pad, np.int32)
+        y = np.full((group.size, T), pad, np.int32)
+        for r, k in enumerate(group.tolist()):
+            s, m = int(starts[k]), int(lengths[k])
+            y[r, :m] = arr[s : s + m]  # the sentence's words, its <eos> last
+            x[r, 0] = eos  # the sentence start
+            x[r, 1:m] = arr[s : s + m - 1]  # each word predicts the next
+        yield x, y, n
 
 
 # ----------------------------------------------------------------------------------------------
