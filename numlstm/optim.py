@@ -38,14 +38,18 @@ def global_norm(grads: Mapping[str, Gradient]) -> float:
     return math.sqrt(sum(kernels.sum_of_squares(_dense_part(g)) for g in grads.values()))
 
 
+def _check_max_norm(max_norm: float) -> None:
+    if not (max_norm > 0 and math.isfinite(max_norm)):  # `not (...)` also rejects NaN
+        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm}")
+
+
 def clip_by_global_norm(grads: MutableMapping[str, Gradient], max_norm: float) -> float:
     """(O2) Scale every gradient by max_norm / max(norm, max_norm), in place.
 
     TensorFlow's ``clip_by_global_norm``: nothing changes when the norm is at most max_norm.
     Returns the global norm measured *before* clipping.
     """
-    if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm}")
+    _check_max_norm(max_norm)  # before the pass over the gradients
     norm = global_norm(grads)
     scale = clip_factor(norm, max_norm)
     if scale != 1.0:
@@ -60,8 +64,7 @@ def clip_factor(norm: float, max_norm: float) -> float:
     ``SGD.step(grads, grad_scale=clip_factor(norm, max_norm))`` applies clipping and the update
     in one pass over the gradients instead of two.
     """
-    if not (max_norm > 0 and math.isfinite(max_norm)):  # `not (...)` also rejects NaN
-        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm}")
+    _check_max_norm(max_norm)
     if not math.isfinite(norm):
         raise FloatingPointError(f"gradient global norm is {norm}: the loss has diverged")
     return max_norm / norm if norm > max_norm else 1.0

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from io import BytesIO  # the standard library's, not numlstm.io
 from pathlib import Path
 
 import numpy as np
@@ -656,7 +656,7 @@ def plot_history(history: list[dict], path: Path, title: str = "", log=print,
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    png = BytesIO()
+    fig.savefig(png, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    run_folder.write_atomic(path, png.getvalue())

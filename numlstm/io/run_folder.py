@@ -110,13 +110,14 @@ def config_differences(saved: dict, now: dict, ignore: Sequence[str] = ()) -> li
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace:
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and os.replace:
     a crash or a full disk leaves the previous file whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
+        binary = isinstance(data, bytes)
+        with open(tmp, "wb" if binary else "w", newline=None if binary else "") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
