@@ -69,7 +69,8 @@ def one(pattern: str, text: str) -> re.Match:
 def test_every_script_has_a_test():
     """A new script in examples/ or benchmarks/ must get a smoke test here."""
     tested = {
-        "examples/ptb_small.py", "examples/shakespeare.py", "benchmarks/bench_layers.py",
+        "examples/ptb_small.py", "examples/shakespeare.py", "examples/ptb_sentences.py",
+        "examples/ptb_cloze.py", "benchmarks/bench_layers.py", "benchmarks/bench_layers_torch.py",
         "benchmarks/bench_train.py", "benchmarks/bench_torch.py", "benchmarks/profile_step.py",
         "benchmarks/bench_mpi.py", "benchmarks/mpi_cost_model.py",
         "benchmarks/compare_commits.py", "benchmarks/bench_busy.py",
@@ -94,6 +95,40 @@ def test_ptb_small_example(tmp_path):
     # A few steps from a uniform start: finite, and below twice the vocabulary (10,000).
     for ppl in (valid, test):
         assert math.isfinite(ppl) and 1.0 < ppl < 20000.0
+
+
+@needs_ptb
+def test_ptb_sentences_example(tmp_path):
+    out = run("examples/ptb_sentences.py", "--data-dir", PTB_DIR, "--epochs", "1",
+              "--max-words", "3000", "--threads", "2", cwd=tmp_path)  # fmt: skip
+    assert out.splitlines()[0] == "train 3,000 words, valid 3,000, test 3,000"
+    train, valid = map(float, one(r"^epoch  1  lr 1\.000  train perplexity ([\d.]+)  valid "
+                                  r"perplexity ([\d.]+)", out).groups())  # fmt: skip
+    test, valid_again = map(
+        float, one(r"^test perplexity ([\d.]+)  \(valid ([\d.]+);", out).groups()
+    )
+    assert valid_again == valid  # evaluation is deterministic: no dropout, no shuffling
+    for ppl in (train, valid, test):  # a few steps from a uniform start over 10,000 words
+        assert math.isfinite(ppl) and 1.0 < ppl < 30000.0
+
+
+@needs_ptb
+@pytest.mark.parametrize("direction", ["both", "left"])
+def test_ptb_cloze_example(tmp_path, direction):
+    out = run("examples/ptb_cloze.py", "--data-dir", PTB_DIR, "--epochs", "2", "--hidden", "16",
+              "--max-words", "3000", "--direction", direction, cwd=tmp_path)  # fmt: skip
+    # both: two 16-unit directions; left: one of 32 units; each with a 32-wide softmax input
+    recurrent = 2 * 4 * 16 * 32 if direction == "both" else 4 * 32 * 48
+    biases = 2 * 4 * 16 if direction == "both" else 4 * 32
+    assert f"(recurrent {recurrent + biases:,})" in out.splitlines()[0]
+    epochs = re.findall(r"^epoch  (\d)  train cloze perplexity", out, re.M)
+    assert epochs == ["1", "2"]
+    m = one(rf"^{direction}: valid cloze perplexity ([\d.]+), accuracy ([\d.]+); "
+            r"test ([\d.]+), accuracy ([\d.]+)", out)  # fmt: skip
+    ppl_valid, acc_valid, ppl_test, acc_test = map(float, m.groups())
+    for ppl in (ppl_valid, ppl_test):  # the blank's word among 10,000
+        assert math.isfinite(ppl) and 1.0 < ppl < 30000.0
+    assert 0.0 <= acc_valid <= 1.0 and 0.0 <= acc_test <= 1.0
 
 
 @pytest.mark.skipif(not SHAKESPEARE.exists(), reason=f"{SHAKESPEARE} not found")
@@ -124,6 +159,28 @@ def test_bench_layers(tmp_path):
         one(rf"^\| small  \| 20 \| 20 \| 200 \| lstm \| {impl} +\| +[\d.]+ \| +[\d,]+ \|", out)
     # Both implementations computed the same thing (float32 gradients).
     assert float(one(r"small lstm: ([\d.e+-]+)", out)[1]) < 1e-3
+
+
+@pytest.mark.parametrize("layer", ["lstm", "bilstm", "lstmp"])
+def test_bench_layers_torch_numlstm_side(tmp_path, layer):
+    out = run("benchmarks/bench_layers_torch.py", "--layer", layer, "--T", 4, "--B", 3, "--D", 5,
+              "--H", 6, "--lengths", "none,full,mixed", "--rounds", 1, "--repeats", 1,
+              "--calls", 1, "--no-torch", cwd=tmp_path)  # fmt: skip
+    for kind in ("none", "full", "mixed"):
+        one(rf"^{kind}\s+numlstm\s+[\d.]+\s+[\d,]+\s+[\d.]+$", out)
+    assert "torch" not in out.split("\n", 1)[1]  # only numlstm was timed
+
+
+@needs_torch
+def test_bench_layers_torch_compares_the_same_numbers(tmp_path):
+    out = run("benchmarks/bench_layers_torch.py", "--layer", "bilstm", "--T", 4, "--B", 3, "--D",
+              5, "--H", 6, "--lengths", "none,mixed", "--rounds", 1, "--repeats", 1, "--calls", 1,
+              cwd=tmp_path)  # fmt: skip
+    # the script stops when the sides disagree; here both agree to float32 rounding
+    for kind in ("none", "mixed"):
+        worst = float(one(rf"^lengths {kind}: sum \|hs\| and sum \|dx\| agree to (\S+) ", out)[1])
+        assert worst < 1e-5
+        one(rf"^{kind}\s+torch time / numlstm time: [\d.]+$", out)
 
 
 def test_bench_train(tmp_path):
