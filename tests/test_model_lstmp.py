@@ -33,8 +33,12 @@ OPTIONS = {
     "embedding_size": {"embedding_size": 5},
     "all": {"peepholes": True, "cell_clip": 0.45, "proj_size": 3, "proj_clip": 0.35,
             "tie_embeddings": True, "embedding_size": 3},
+    # tying and the embedding width are not LSTMP options: the GRU takes them too
+    "gru_tied": {"cell": "gru", "tie_embeddings": True},
+    "gru_embedding_size": {"cell": "gru", "embedding_size": 5},
 }  # fmt: skip
 NAMES = list(OPTIONS)
+LSTM_NAMES = [n for n in NAMES if not n.startswith("gru")]
 TOL = {np.float64: 1e-11, np.float32: 2e-5}  # as tests/test_reference.py (its docstring)
 
 
@@ -247,7 +251,7 @@ def test_defaults_reproduce_the_model_bit_for_bit(monkeypatch):
     assert c["cell_clip"] is c["proj_size"] is c["proj_clip"] is c["embedding_size"] is None
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", LSTM_NAMES)
 def test_shapes_and_parameter_count(name):
     o = OPTIONS[name]
     m = numlstm.LanguageModel(V, H, L, **o)
@@ -432,7 +436,8 @@ def test_load_refuses_a_config_that_does_not_match_the_arrays(tmp_path):
         load_model(tmp_path / "bad2.npz")
 
 
-@pytest.mark.parametrize("name", ["tied", "all", "embedding_size"])
+@pytest.mark.parametrize("name", ["tied", "all", "embedding_size", "gru_tied",
+                                  "gru_embedding_size"])  # fmt: skip
 def test_evaluate_sequence_equals_word_by_word_loss(name):
     model = make_model(OPTIONS[name], np.float64, 6)
     ids = np.random.default_rng(0).integers(0, V, 23)
@@ -446,7 +451,7 @@ def test_evaluate_sequence_equals_word_by_word_loss(name):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["all", "tied", "proj"])
+@pytest.mark.parametrize("name", ["all", "tied", "proj", "gru_tied", "gru_embedding_size"])
 def test_generation_steps_equal_logits(name):
     model = make_model(OPTIONS[name], np.float64, 8)
     ids = [3, 1, 4, 1, 5]
@@ -506,3 +511,70 @@ def test_cli_train_with_every_option(capsys, tmp_path):
     assert cli.main(["generate", "--checkpoint", str(run / "checkpoint.npz"), "--prime", "the",
                      "--words", "5", "--seed", "1"]) == 0  # fmt: skip
     assert capsys.readouterr().out.strip()
+
+
+# ============================================================================================
+# Resuming: runs with the options, and checkpoints written before the options existed
+# ============================================================================================
+
+
+def _tiny_data():
+    from numlstm.io import ptb
+
+    ids = np.arange(600, dtype=np.int32) % 50  # each word predicts the next: learnable
+    words = [f"w{k}" for k in range(50)]
+    return ptb.PTBData(ids, ids[:200], ids[:100], {w: k for k, w in enumerate(words)}, words)
+
+
+def _tiny_config(**changes) -> Config:
+    base = Config(num_layers=2, hidden_size=6, num_steps=5, max_epoch=1, max_max_epoch=1,
+                  batch_size=4, vocab_size=50, max_grad_norm=5.0, learning_rate=0.5)  # fmt: skip
+    return base.replace(**changes)
+
+
+QUIET = {"progress": "none", "log": lambda s: None, "threads": 2, "checkpoint_every": None}
+
+
+def test_resume_keeps_the_options_and_refuses_others(tmp_path):
+    from numlstm import train
+
+    options = {"peepholes": True, "cell_clip": 2.0, "num_proj": 4, "proj_clip": 1.5,
+               "tie_embeddings": True, "embedding_size": 4}  # fmt: skip
+    data = _tiny_data()
+    train.train(_tiny_config(**options), data, tmp_path, **QUIET)
+    summary = train.train(_tiny_config(max_max_epoch=2, **options), data, tmp_path,
+                          resume=True, **QUIET)  # fmt: skip
+    assert len(summary["history"]) == 2 and np.isfinite(summary["test_perplexity"])
+    model, _, _ = load_model(tmp_path / train.CHECKPOINT)
+    assert model.proj_size == 4 and model.tie_embeddings and "softmax_w" not in model.params
+    with pytest.raises(ValueError, match="different config.*tie_embeddings: True -> False"):
+        changed = {**options, "tie_embeddings": False}
+        train.train(_tiny_config(max_max_epoch=3, **changed), data, tmp_path, resume=True,
+                    **QUIET)  # fmt: skip
+    with pytest.raises(ValueError, match="num_proj: the LSTMP options need cell 'lstm'"):
+        train.train(_tiny_config(num_proj=4), data, tmp_path / "gru", cell="gru", **QUIET)
+    assert not (tmp_path / "gru").exists()  # refused before the run folder was made
+
+
+def test_a_checkpoint_from_before_the_options_resumes(tmp_path):
+    """A checkpoint whose model and training configs lack the new keys (as every checkpoint
+    written before them) loads, and resumes as a run with every option off."""
+    from numlstm import train
+    from numlstm.config import MODEL_OPTIONS
+    from numlstm.io.checkpoint import load_checkpoint, save_checkpoint
+
+    data = _tiny_data()
+    train.train(_tiny_config(), data, tmp_path, **QUIET)
+    path = tmp_path / train.CHECKPOINT
+    arrays, meta = load_checkpoint(path)
+    new_model_keys = ("peepholes", "cell_clip", "proj_size", "proj_clip", "tie_embeddings",
+                      "embedding_size")  # fmt: skip
+    for k in new_model_keys:
+        del meta["model"][k]
+    for k in MODEL_OPTIONS:
+        del meta["training"]["config"][k]
+    save_checkpoint(path, arrays, meta)
+    model, _, _ = load_model(path)
+    assert not model._lstmp and not model.tie_embeddings and model.embedding_size == 6
+    summary = train.train(_tiny_config(max_max_epoch=2), data, tmp_path, resume=True, **QUIET)
+    assert len(summary["history"]) == 2
