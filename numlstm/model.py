@@ -432,7 +432,9 @@ class LanguageModel:
         for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
         rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
-        ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
+        ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either. With
+        ``tie_embeddings`` every row has a term from the softmax (dT1), so the gradient is
+        dense in content: ``IndexedRows`` then lists all V rows.
         ``lengths`` (B,): a padded batch, as in ``loss``; padded positions get no gradient
         (dS3m: their rows of dZ are zero; the layers' dM1-dM2 do the rest).
 
@@ -477,7 +479,9 @@ class LanguageModel:
 
         Returns a ``RowsResult``; the embedding's gradient follows from
         ``embedding_grad(result.ids, result.d_embedded)``, for one part or all parts' rows.
-        With b = batch_size and the default ``softmax_grad`` it is ``loss_and_grads``.
+        With b = batch_size and the default ``softmax_grad`` it is ``loss_and_grads``. With
+        tied embeddings pass the parts' (summed, or shared) ``grads["softmax_w"]`` as
+        ``embedding_grad(..., softmax_w_grad=)``: the softmax's term of dT1.
         ``lengths`` (b,): these rows' lengths, as in ``loss_and_grads`` (S3m sums over rows
         too, so the parts still add up).
         """
