@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .config import CONFIGS, get_config
+from .config import CONFIGS, MODEL_OPTIONS, get_config
 from .io import ptb
 
 DATA_HINT = ("pass --data-dir DIR (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt) "
@@ -160,9 +160,56 @@ def train_main(argv: list[str] | None = None) -> int:
     _add_data_args(p)
     overrides = p.add_argument_group("config overrides (tutorial field names)")
     for f in dataclasses.fields(get_config("small")):
+        if f.name in MODEL_OPTIONS:
+            continue  # below, with their own types
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         overrides.add_argument(*flags, dest=f.name, type=int if f.type == "int" else float,
                                default=None, metavar="V")  # fmt: skip
+    options = p.add_argument_group("model options (LSTM; docs/lstmp.md, docs/layers.md 4.3)")
+    options.add_argument(
+        "--peepholes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="peephole connections from the cell to the gates (P2, P6)",
+    )
+    options.add_argument(
+        "--cell-clip",
+        "--cell_clip",
+        dest="cell_clip",
+        type=float,
+        default=None,
+        metavar="X",
+        help="clip the cell state to [-X, X] (P5)",
+    )
+    options.add_argument(
+        "--num-proj",
+        "--num_proj",
+        dest="num_proj",
+        type=_count(1),
+        default=None,
+        metavar="P",
+        help="project each layer's output to P units (P8; PyTorch proj_size)",
+    )
+    options.add_argument(
+        "--proj-clip",
+        "--proj_clip",
+        dest="proj_clip",
+        type=float,
+        default=None,
+        metavar="X",
+        help="clip the projection to [-X, X] (P8)",
+    )
+    options.add_argument(
+        "--tie-embeddings",
+        "--tie_embeddings",
+        dest="tie_embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the softmax's weights are the embedding's transpose (T1)",
+    )
+    options.add_argument("--embedding-size", "--embedding_size", dest="embedding_size",
+                         type=_count(1), default=None, metavar="E",
+                         help="embedding width E (default: hidden_size)")  # fmt: skip
     args = p.parse_args(argv)
     from .fast.distributed import MPIUnavailable
 
@@ -190,6 +237,10 @@ def _train(args: argparse.Namespace) -> int:
         changes["learning_rate"] = 0.5
         print_("GRU: learning_rate 0.5 (the tutorial's 1.0 makes the GRU diverge)")
     config = config.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
+    lstmp = [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
+             if getattr(config, k) not in (None, False)]  # fmt: skip
+    if args.cell != "lstm" and lstmp:  # before the data is loaded
+        raise ValueError(f"{', '.join(lstmp)}: the LSTMP options need --cell lstm")
     out = args.out or f"runs/{args.config}-{args.cell}"
     print_(f"config {args.config}: {config}")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None

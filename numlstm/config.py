@@ -22,6 +22,10 @@ from dataclasses import dataclass
 # or three) is caught here rather than by a MemoryError or a Numba failure hours later.
 MAX_LAYERS = 64
 MAX_INIT_SCALE = 100.0
+# The fields of the model options (off by default); a checkpoint written before they existed
+# lacks them, and means their defaults.
+MODEL_OPTIONS = ("peepholes", "cell_clip", "num_proj", "proj_clip", "tie_embeddings",
+                 "embedding_size")  # fmt: skip
 
 
 @dataclass
@@ -40,6 +44,13 @@ class Config:
     lr_decay: float = 0.5  # learning-rate factor per epoch after max_epoch (O4)
     batch_size: int = 20
     vocab_size: int = 10000
+    # Model options beyond the tutorial (docs/lstmp.md, docs/layers.md 4.3), off by default.
+    peepholes: bool = False  # LSTMP peepholes (P2, P6)
+    cell_clip: float | None = None  # clip the cell to [-cell_clip, cell_clip] (P5)
+    num_proj: int | None = None  # project h to num_proj (P8); TF's name, PyTorch's proj_size
+    proj_clip: float | None = None  # clip the projection (P8); needs num_proj
+    tie_embeddings: bool = False  # softmax weights = embedding.T (T1)
+    embedding_size: int | None = None  # E; None: hidden_size
 
     def lr_at(self, epoch: int) -> float:
         """(O4) learning rate of the 0-based ``epoch``: lr * lr_decay^max(epoch+1-max_epoch, 0)."""
@@ -76,6 +87,7 @@ class Config:
                 raise ValueError(f"{name} must be > 0, got {v}")
         if self.keep_prob > 1:
             raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob}")
+        self._validate_model_options()
         if self.init_scale > MAX_INIT_SCALE:
             raise ValueError(f"init_scale must be <= {MAX_INIT_SCALE:g} (weights are uniform in "
                              f"[-init_scale, init_scale]), got {self.init_scale}")  # fmt: skip
@@ -88,11 +100,47 @@ class Config:
                              f"{have / 2**30:.1f} GiB")  # fmt: skip
         return self
 
+    def _validate_model_options(self) -> None:
+        """The LSTMP and embedding fields: types, ranges, and the sizes tying needs."""
+        for name in ("peepholes", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("num_proj", "embedding_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer (or None), got {v!r}")
+        for name in ("cell_clip", "proj_clip"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number (or None), got {v!r}")
+            if v <= 0:
+                raise ValueError(f"{name} must be > 0 (or None for no clip), got {v}")
+        if self.proj_clip is not None and self.num_proj is None:
+            raise ValueError("proj_clip clips the projection: it needs num_proj")
+        P, E = self.num_proj or self.hidden_size, self.embedding_size or self.hidden_size
+        if self.tie_embeddings and P != E:
+            raise ValueError(f"tie_embeddings needs the top layer's output width (num_proj, or "
+                             f"hidden_size) == embedding_size: got {P} != {E}")  # fmt: skip
+
+    def model_options(self) -> dict:
+        """The ``LanguageModel`` keyword arguments of the model options (num_proj is its
+        proj_size)."""
+        return {"peepholes": self.peepholes, "cell_clip": self.cell_clip,
+                "proj_size": self.num_proj, "proj_clip": self.proj_clip,
+                "tie_embeddings": self.tie_embeddings,
+                "embedding_size": self.embedding_size}  # fmt: skip
+
     def num_parameters(self) -> int:
-        """Parameters of the tutorial's model: embedding (V, H), L LSTM layers (8H^2 + 4H each,
-        an upper bound for a GRU layer), softmax (H, V) + (V,)."""
+        """Parameters of the model: embedding (V, E), L LSTM layers (4H (D + P + 1) each, D the
+        input width E or P, an upper bound for a GRU layer; plus 3H peepholes and H P
+        projection when on), softmax (P, V) (none when tied) + (V,). E = P = H by default."""
         V, H, L = self.vocab_size, self.hidden_size, self.num_layers
-        return V * H + L * (8 * H * H + 4 * H) + H * V + V
+        P, E = self.num_proj or H, self.embedding_size or H
+        layers = 4 * H * (E + P + 1) + (L - 1) * 4 * H * (2 * P + 1)
+        layers += L * ((3 * H if self.peepholes else 0) + (H * P if self.num_proj else 0))
+        return V * E + layers + (0 if self.tie_embeddings else P * V) + V
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -29,6 +29,7 @@ from .io.checkpoint import CheckpointError
 from .io.saving import load_model, save_model
 from .io.text import clean_text
 from .lstm import lstm_forward_unchecked
+from .lstmp import lstmp_forward_unchecked
 from .model import LanguageModel, State
 
 __all__ = [
@@ -216,12 +217,19 @@ class _Stepper:
 
     def step(self, token: int, state: State) -> tuple[np.ndarray, State]:
         """Feed one token id; returns (next-token logits (V,), new state)."""
-        m, p, H = self.model, self.model.params, self.model.hidden_size
-        x = p["embedding"][token : token + 1].reshape(1, 1, H)  # (T=1, B=1, H) row view
+        m, p = self.model, self.model.params
+        E, P = m.embedding_size, m.output_size  # both H by default
+        x = p["embedding"][token : token + 1].reshape(1, 1, E)  # (T=1, B=1, E) row view
         new_state: State = []
         for layer, s in enumerate(state):
             Wx, Wh, tag = p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], f"l{layer}"
-            if m.cell == "lstm":
+            if m._lstmp:  # P1-P8 (peepholes, clips, projection)
+                x, h, c, _ = lstmp_forward_unchecked(
+                    x, s[0], s[1], Wx, Wh, p[f"l{layer}.b"], m.forget_bias,
+                    p.get(f"l{layer}.peepholes"), m.cell_clip, p.get(f"l{layer}.W_proj"),
+                    m.proj_clip, None)  # fmt: skip
+                new_state.append((h, c))
+            elif m.cell == "lstm":
                 x, h, c, _ = lstm_forward_unchecked(
                     x, s[0], s[1], Wx, Wh, p[f"l{layer}.b"], m.forget_bias, self.ws, tag
                 )
@@ -232,7 +240,7 @@ class _Stepper:
                     x, s[0], Wx, Wh, bx, bh, m.reset_after, self.ws, tag
                 )
                 new_state.append((h,))
-        matmul_into(x.reshape(1, H), p["softmax_w"], self.z)  # (S1), as GEMV
+        matmul_into(x.reshape(1, P), m.softmax_weight(), self.z)  # (S1), as GEMV; tied (T1)
         self.z += p["softmax_b"]
         return self.z[0], new_state
 

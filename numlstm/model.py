@@ -4,6 +4,10 @@
                -> L x [LSTM (L1-L6) or GRU (G1-G5)] each followed by dropout (D1)
                -> linear + softmax + cross-entropy (S1-S3)
 
+Options (off by default): the LSTMP cell of docs/lstmp.md (P1-P8: peepholes, cell clip,
+projection to P and its clip), an embedding width E other than H, and tied input and output
+embeddings (T1, dT1 in docs/layers.md section 4.3).
+
 Dropout is applied only to the non-recurrent connections (between layers, never on h -> h).
 The state (the final h, c of each layer) is returned by every call so that the caller can
 pass it to the next batch: truncated backpropagation through time carries the *state* across
@@ -33,6 +37,7 @@ from .layers import (
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
+from .lstmp import _bound, lstmp_backward_unchecked, lstmp_forward_unchecked
 
 State = list[tuple[np.ndarray, ...]]
 CELLS = ("lstm", "gru")
@@ -58,8 +63,10 @@ class RowsResult:
     """
 
     loss: float  # sum of these rows' -log p, divided by the whole batch's size
-    grads: dict[str, np.ndarray]  # every parameter's gradient except "embedding"
-    d_embedded: np.ndarray  # (T*b, H) gradient on the embedded inputs (after dD1), time-major
+    # every parameter's gradient except "embedding"; with tied embeddings also "softmax_w",
+    # the gradient of the softmax's use of embedding.T, which embedding_grad adds (dT1)
+    grads: dict[str, np.ndarray]
+    d_embedded: np.ndarray  # (T*b, E) gradient on the embedded inputs (after dD1), time-major
     ids: np.ndarray  # (T*b,) the token ids of those rows of d_embedded
     state: State  # the final state of these rows
 
@@ -77,11 +84,19 @@ class LanguageModel:
     reset_after : GRU form (True: cuDNN, False: Cho et al. 2014), see ``gru_forward``.
     dtype : np.float32 for training, np.float64 for gradient checks.
     seed : seed of the initialisation.
+    peepholes, cell_clip, proj_size, proj_clip : the LSTMP options of docs/lstmp.md (P2, P6;
+        P5; P8), LSTM only. proj_size P: each layer's output h (and so the next layer's input,
+        the recurrent state h and the softmax's input) is P wide; the cell stays H wide.
+    tie_embeddings : the softmax uses embedding.T as its weights (T1), no "softmax_w"; needs
+        the top layer's output width (P, or H) == E.
+    embedding_size : E, the width of the embedding (default H); layer 0's Wx is (E, 4H).
 
     Notes
     -----
-    ``params`` maps names to arrays: "embedding" (V, H); per layer l, "l{l}.Wx", "l{l}.Wh" and
-    "l{l}.b" (LSTM) or "l{l}.bx", "l{l}.bh" (GRU); "softmax_w" (H, V), "softmax_b" (V,).
+    ``params`` maps names to arrays: "embedding" (V, E); per layer l, "l{l}.Wx", "l{l}.Wh" and
+    "l{l}.b" (LSTM) or "l{l}.bx", "l{l}.bh" (GRU), plus "l{l}.peepholes" (3, H) and
+    "l{l}.W_proj" (H, P) when those options are on; "softmax_w" (P, V) unless tied,
+    "softmax_b" (V,).
     """
 
     def __init__(
@@ -96,6 +111,12 @@ class LanguageModel:
         reset_after: bool = True,
         dtype: type | np.dtype = np.float32,
         seed: int | None = None,
+        peepholes: bool = False,
+        cell_clip: float | None = None,
+        proj_size: int | None = None,
+        proj_clip: float | None = None,
+        tie_embeddings: bool = False,
+        embedding_size: int | None = None,
     ) -> None:
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
@@ -116,29 +137,74 @@ class LanguageModel:
         self.cell, self.forget_bias, self.reset_after = cell, float(forget_bias), reset_after
         self.dtype = dtype
         self.init_scale = float(init_scale)
+        self._set_options(peepholes, cell_clip, proj_size, proj_clip, tie_embeddings,
+                          embedding_size)  # fmt: skip
 
         rng = np.random.default_rng(seed)
         V, H, G = vocab_size, hidden_size, 4 if cell == "lstm" else 3
+        E, P = self.embedding_size, self.output_size  # both H by default
 
         def uniform(*shape: int) -> np.ndarray:
             return rng.uniform(-init_scale, init_scale, shape).astype(dtype)
 
-        p: dict[str, np.ndarray] = {"embedding": uniform(V, H)}
+        # Draw order: embedding, per layer Wx, Wh (then peepholes, W_proj when on), softmax_w,
+        # softmax_b; with every option off it is the original order, so a seed gives the
+        # same parameters as before the options existed.
+        p: dict[str, np.ndarray] = {"embedding": uniform(V, E)}
         for layer in range(num_layers):
-            p[f"l{layer}.Wx"] = uniform(H, G * H)
-            p[f"l{layer}.Wh"] = uniform(H, G * H)
+            p[f"l{layer}.Wx"] = uniform(E if layer == 0 else P, G * H)
+            p[f"l{layer}.Wh"] = uniform(P, G * H)
             if cell == "lstm":
                 p[f"l{layer}.b"] = np.zeros(G * H, dtype)
             else:
                 p[f"l{layer}.bx"] = np.zeros(G * H, dtype)
                 p[f"l{layer}.bh"] = np.zeros(G * H, dtype)
-        p["softmax_w"] = uniform(H, V)
+            # Uniform like every other weight: the tutorial's variable-scope initializer,
+            # which TensorFlow's LSTMCell also applies to w_*_diag and the projection kernel.
+            if self.peepholes:
+                p[f"l{layer}.peepholes"] = uniform(3, H)
+            if self.proj_size is not None:
+                p[f"l{layer}.W_proj"] = uniform(H, P)
+        if not self.tie_embeddings:
+            p["softmax_w"] = uniform(P, V)
         p["softmax_b"] = uniform(V)
         self.params = p
         # Reused buffers (see fast/workspace.py): one set for training steps, one for evaluation,
         # so that alternating shapes (B=20 training, B=1 test) never reallocate.
         self._ws_train = Workspace()
         self._ws_eval = Workspace()
+
+    def _set_options(self, peepholes, cell_clip, proj_size, proj_clip, tie, embedding_size):
+        """Check and store the LSTMP and embedding options (before any parameter is drawn)."""
+        self.peepholes = _checks.flag("peepholes", peepholes)
+        self.tie_embeddings = _checks.flag("tie_embeddings", tie)
+        self.cell_clip = _bound("cell_clip", cell_clip)  # the layer's own checks: > 0, finite
+        self.proj_clip = _bound("proj_clip", proj_clip)
+        for name, value in (("proj_size", proj_size), ("embedding_size", embedding_size)):
+            if value is not None and (
+                isinstance(value, bool | np.bool_)
+                or not isinstance(value, int | np.integer)
+                or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        self.proj_size = None if proj_size is None else int(proj_size)
+        self.embedding_size = self.hidden_size if embedding_size is None else int(embedding_size)
+        if self.proj_clip is not None and self.proj_size is None:
+            raise ValueError("proj_clip clips the projection: it needs proj_size (got None)")
+        # Any LSTMP option sends every layer through lstmp.py (P1-P8); without one, the model
+        # keeps the plain LSTM/GRU layers and their fast paths.
+        self._lstmp = self.peepholes or self.cell_clip is not None or self.proj_size is not None
+        if self._lstmp and self.cell != "lstm":
+            options = (("peepholes", self.peepholes), ("cell_clip", self.cell_clip),
+                       ("proj_size", self.proj_size))  # fmt: skip
+            on = [n for n, v in options if v not in (False, None)]
+            raise ValueError(f"{', '.join(on)}: LSTMP options need cell='lstm', got {self.cell!r}")
+        self.output_size = self.hidden_size if self.proj_size is None else self.proj_size
+        if self.tie_embeddings and self.output_size != self.embedding_size:
+            raise ValueError(
+                "tie_embeddings needs the top layer's output width (proj_size P, or hidden_size "
+                f"H) == embedding_size E, got {self.output_size} != {self.embedding_size}"
+            )
 
     # ---------------------------------------------------------------------------------------
     def config(self) -> dict:
@@ -147,18 +213,33 @@ class LanguageModel:
             "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
             "num_layers": self.num_layers, "cell": self.cell, "forget_bias": self.forget_bias,
             "reset_after": self.reset_after, "dtype": self.dtype.name,
-            "init_scale": self.init_scale,
+            "init_scale": self.init_scale, "peepholes": self.peepholes,
+            "cell_clip": self.cell_clip, "proj_size": self.proj_size,
+            "proj_clip": self.proj_clip, "tie_embeddings": self.tie_embeddings,
+            # None when E = H, so that a hidden_size alone still says the embedding's width
+            "embedding_size": None if self.embedding_size == self.hidden_size
+            else self.embedding_size,
         }  # fmt: skip
 
+    def softmax_weight(self) -> np.ndarray:
+        """The softmax's W (P, V) of S1: ``params["softmax_w"]``, or with tied embeddings
+        embedding.T (T1), a transposed view (the GEMMs read it in place, no copy)."""
+        p = self.params
+        return p["embedding"].T if self.tie_embeddings else p["softmax_w"]  # (T1)
+
+    def _state_shapes(self, B: int) -> tuple[tuple[int, int], ...]:
+        """The shapes of one layer's state arrays: (h,) or (h, c); h is P wide, c H wide."""
+        if self.cell == "gru":
+            return ((B, self.hidden_size),)
+        return (B, self.output_size), (B, self.hidden_size)
+
     def init_state(self, batch_size: int) -> State:
-        """Zero state: per layer (h, c) for LSTM or (h,) for GRU, each (batch_size, H)."""
+        """Zero state: per layer (h, c) for LSTM or (h,) for GRU; h (batch_size, P) (P = H
+        without a projection), c (batch_size, H)."""
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        n = 2 if self.cell == "lstm" else 1
-        shape = (batch_size, self.hidden_size)
-        return [
-            tuple(np.zeros(shape, self.dtype) for _ in range(n)) for _ in range(self.num_layers)
-        ]
+        shapes = self._state_shapes(batch_size)
+        return [tuple(np.zeros(s, self.dtype) for s in shapes) for _ in range(self.num_layers)]
 
     # ---------------------------------------------------------------------------------------
     def _check_inputs(self, x, y, state):
@@ -172,13 +253,15 @@ class LanguageModel:
             raise ValueError(f"state must be a list of {self.num_layers} per-layer tuples "
                              "(use model.init_state(batch_size))")  # fmt: skip
         n = 2 if self.cell == "lstm" else 1
+        shapes = self._state_shapes(B)
         for layer, s in enumerate(state):
             if len(s) != n:
                 raise ValueError(f"state[{layer}] must hold {n} arrays for a {self.cell} layer")
-            for a in s:
-                if not isinstance(a, np.ndarray) or a.shape != (B, self.hidden_size):
+            for a, shape, sym in zip(s, shapes, ("(B, P)", "(B, H)"), strict=False):
+                if not isinstance(a, np.ndarray) or a.shape != shape:
+                    sym = "(B, H)" if shape[1] == self.hidden_size == self.output_size else sym
                     raise ValueError(
-                        f"state[{layer}] arrays must have shape (B, H) = {(B, self.hidden_size)}"
+                        f"state[{layer}] arrays must have shape {sym} = {shape}"
                         f" to match x of batch size {B}, got {getattr(a, 'shape', None)}"
                     )
                 if a.dtype != self.dtype:
@@ -187,16 +270,22 @@ class LanguageModel:
                     raise ValueError(f"state[{layer}] contains NaN or inf")
         return x, y
 
+    def _mask_widths(self) -> list[int]:
+        """The width of each dropout site: the embedding's E, then each layer's output P."""
+        return [self.embedding_size] + [self.output_size] * self.num_layers
+
     def _check_masks(self, masks, B: int, T: int) -> None:
-        """Fixed dropout masks must be (T, B, H) arrays of the model's dtype (or None): a
-        float64 mask would silently turn a float32 model's activations and gradients float64."""
-        for k, m in enumerate(masks or ()):
+        """Fixed dropout masks must be (T, B, width) arrays of the model's dtype (or None): a
+        float64 mask would silently turn a float32 model's activations and gradients float64.
+        The width is H for every site by default; E for the embedding's, P for the layers'."""
+        for k, (m, w) in enumerate(zip(masks or (), self._mask_widths(), strict=False)):
             if m is None:
                 continue
-            if not isinstance(m, np.ndarray) or m.shape != (T, B, self.hidden_size):
+            if not isinstance(m, np.ndarray) or m.shape != (T, B, w):
                 got = getattr(m, "shape", m)
-                raise ValueError(f"masks[{k}] must be an array of shape (T, B, H) = "
-                                 f"{(T, B, self.hidden_size)}, got {got}")  # fmt: skip
+                sym = "H" if w == self.hidden_size else ("E" if k == 0 else "P")
+                raise ValueError(f"masks[{k}] must be an array of shape (T, B, {sym}) = "
+                                 f"{(T, B, w)}, got {got}")  # fmt: skip
             if m.dtype != self.dtype:
                 raise TypeError(f"masks[{k}] must be {self.dtype} like the model, got {m.dtype}")
 
@@ -222,7 +311,14 @@ class LanguageModel:
         inp = drop(inp)
         new_state: State = []
         for layer in range(self.num_layers):
-            if self.cell == "lstm":
+            if self._lstmp:  # P1-P8
+                h0, c0 = state[layer]
+                hs, hT, cT, cache = lstmp_forward_unchecked(
+                    inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
+                    self.forget_bias, p.get(f"l{layer}.peepholes"), self.cell_clip,
+                    p.get(f"l{layer}.W_proj"), self.proj_clip, lengths)  # fmt: skip
+                new_state.append((hT, cT))
+            elif self.cell == "lstm":
                 h0, c0 = state[layer]
                 hs, hT, cT, cache = lstm_forward_unchecked(
                     inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
@@ -313,7 +409,7 @@ class LanguageModel:
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         # S1-S3; with lengths S3m: the padded positions' losses do not count
         loss = softmax_xent_loss_unchecked(
-            top.reshape(T * B, -1), self.params["softmax_w"], self.params["softmax_b"], targets,
+            top.reshape(T * B, -1), self.softmax_weight(), self.params["softmax_b"], targets,
             B, ws, valid=self._valid_rows(lengths, T))  # fmt: skip
         return loss, new_state
 
@@ -336,7 +432,9 @@ class LanguageModel:
         for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
         rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
-        ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
+        ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either. With
+        ``tie_embeddings`` every row has a term from the softmax (dT1), so the gradient is
+        dense in content: ``IndexedRows`` then lists all V rows.
         ``lengths`` (B,): a padded batch, as in ``loss``; padded positions get no gradient
         (dS3m: their rows of dZ are zero; the layers' dM1-dM2 do the rest).
 
@@ -346,7 +444,9 @@ class LanguageModel:
         """
         x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         r = self._forward_backward(x, y, state, keep_prob, rng, masks, x.shape[0], LOCAL, lengths)
-        r.grads["embedding"] = self._embedding_grad(r.ids, r.d_embedded, sparse_embedding)
+        r.grads["embedding"] = self._embedding_grad(
+            r.ids, r.d_embedded, sparse_embedding, r.grads.get("softmax_w")
+        )
         return r.loss, {k: r.grads[k] for k in self.params}, r.state
 
     def rows_loss_and_grads(
@@ -379,7 +479,9 @@ class LanguageModel:
 
         Returns a ``RowsResult``; the embedding's gradient follows from
         ``embedding_grad(result.ids, result.d_embedded)``, for one part or all parts' rows.
-        With b = batch_size and the default ``softmax_grad`` it is ``loss_and_grads``.
+        With b = batch_size and the default ``softmax_grad`` it is ``loss_and_grads``. With
+        tied embeddings pass the parts' (summed, or shared) ``grads["softmax_w"]`` as
+        ``embedding_grad(..., softmax_w_grad=)``: the softmax's term of dT1.
         ``lengths`` (b,): these rows' lengths, as in ``loss_and_grads`` (S3m sums over rows
         too, so the parts still add up).
         """
@@ -401,20 +503,31 @@ class LanguageModel:
         (prepared, or None): S3m/dS3m in the softmax, M1-M3 and dM1-dM2 in the layers.
         """
         H, p = self.hidden_size, self.params
+        P, E = self.output_size, self.embedding_size  # both H by default
         ws = self._ws_train
         B, T = x.shape
         top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
-        # S1-S3 and their backward; with lengths S3m and dS3m (padded rows of dZ zero)
+        # S1-S3 and their backward; with lengths S3m and dS3m (padded rows of dZ zero). Tied
+        # (T1): W is embedding.T, and dW is the first of dT1's two terms (embedding_grad).
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, batch_size, ws,
-            grad=softmax_grad, valid=self._valid_rows(lengths, T))  # fmt: skip
+            top.reshape(T * B, P), self.softmax_weight(), p["softmax_b"], targets, batch_size,
+            ws, grad=softmax_grad, valid=self._valid_rows(lengths, T))  # fmt: skip
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
-        d = dh.reshape(T, B, H)
+        d = dh.reshape(T, B, P)
         zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch
+        zeros_h = zeros if P == H else np.zeros((B, P), self.dtype)
         for layer in range(self.num_layers - 1, -1, -1):
             d = np.ascontiguousarray(dropout_backward(d, fw.masks[layer + 1]))  # dD1
-            if self.cell == "lstm":
+            if self._lstmp:  # dP8-dP1
+                d, _, _, dWx, dWh, db, dpeep, dW_proj = lstmp_backward_unchecked(
+                    d, zeros_h, zeros, fw.caches[layer])  # fmt: skip
+                grads[f"l{layer}.b"] = db
+                if dpeep is not None:
+                    grads[f"l{layer}.peepholes"] = dpeep
+                if dW_proj is not None:
+                    grads[f"l{layer}.W_proj"] = dW_proj
+            elif self.cell == "lstm":
                 d, _, _, dWx, dWh, db = lstm_backward_unchecked(
                     d, zeros, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.b"] = db
@@ -423,27 +536,47 @@ class LanguageModel:
                     d, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
-        d = dropout_backward(d, fw.masks[0]).reshape(T * B, H)  # dD1
+        d = dropout_backward(d, fw.masks[0]).reshape(T * B, E)  # dD1
         return RowsResult(loss, grads, d, fw.ids.reshape(-1), new_state)
 
     def embedding_grad(
-        self, ids: np.ndarray, d_embedded: np.ndarray, *, sparse: bool = False
-    ) -> np.ndarray | IndexedRows:
-        """(dE1) The embedding's gradient from token ids (N,) and the gradient (N, H) on their
+        self, ids: np.ndarray, d_embedded: np.ndarray, *, sparse: bool = False,
+        softmax_w_grad: np.ndarray | None = None,
+    ) -> np.ndarray | IndexedRows:  # fmt: skip
+        """(dE1) The embedding's gradient from token ids (N,) and the gradient (N, E) on their
         embedded rows, e.g. ``RowsResult.ids`` and ``.d_embedded`` (of one or several parts,
-        concatenated). ``IndexedRows`` if ``sparse``, else a dense (V, H) array; either is a
+        concatenated). ``IndexedRows`` if ``sparse``, else a dense (V, E) array; either is a
         buffer of the model, overwritten by its next training call.
+
+        With tied embeddings (dT1) the softmax's gradient is the second term:
+        ``softmax_w_grad`` (P, V) must be the sum of the parts' ``RowsResult.grads
+        ["softmax_w"]`` (with a shared ``softmax_grad``, the whole batch's, held by every part),
+        and the result is dense in content; with ``sparse`` it is ``IndexedRows`` of all V rows.
         """
         ids = _checks.token_ids("ids", ids, self.vocab_size, ndim=1)
         d_embedded = _checks.float_array("d_embedded", d_embedded, 2, self.dtype)
-        _checks.expect_shape("d_embedded", d_embedded, (ids.shape[0], self.hidden_size), "(N, H)")
-        return self._embedding_grad(ids, d_embedded, sparse)
+        E = self.embedding_size
+        _checks.expect_shape("d_embedded", d_embedded, (ids.shape[0], E), "(N, E)")
+        if self.tie_embeddings:
+            if softmax_w_grad is None:
+                raise ValueError("softmax_w_grad is needed with tie_embeddings: pass the summed "
+                                 "RowsResult.grads['softmax_w'] of the rows (dT1)")  # fmt: skip
+            softmax_w_grad = _checks.float_array("softmax_w_grad", softmax_w_grad, 2, self.dtype)
+            _checks.expect_shape("softmax_w_grad", softmax_w_grad,
+                                 (self.output_size, self.vocab_size), "(P, V)")  # fmt: skip
+        elif softmax_w_grad is not None:
+            raise ValueError("softmax_w_grad is only for a model with tie_embeddings=True; "
+                             "this model has its own softmax_w")  # fmt: skip
+        return self._embedding_grad(ids, d_embedded, sparse, softmax_w_grad)
 
-    def _embedding_grad(self, ids, d, sparse):
-        """(dE1) the embedding's gradient from ids (N,) and the gradient d (N, H) on their rows:
-        ``IndexedRows`` (only the rows of the words present) if ``sparse``, else dense (V, H)."""
+    def _embedding_grad(self, ids, d, sparse, dW_softmax=None):
+        """(dE1) the embedding's gradient from ids (N,) and the gradient d (N, E) on their rows:
+        ``IndexedRows`` (only the rows of the words present) if ``sparse``, else dense (V, E).
+        Tied (dT1): plus dW_softmax.T, the softmax's (P, V) gradient; every row gets some."""
+        if self.tie_embeddings:
+            return self._tied_embedding_grad(ids, d, sparse, dW_softmax)
         ws = self._ws_train
-        H = self.hidden_size
+        H = self.embedding_size
         N = ids.shape[0]
         if sparse:
             # all -1, and the kernel leaves it so after every call
@@ -456,13 +589,27 @@ class LanguageModel:
         kernels.embedding_scatter_add(demb, ids, d)
         return demb
 
+    def _tied_embedding_grad(self, ids, d, sparse, dW_softmax):
+        """(dT1) dE = scatter of d over ids (dE1) + dW_softmax.T: both uses of E add."""
+        ws = self._ws_train
+        demb = ws.empty("embedding.grad", self.params["embedding"].shape, self.dtype)
+        np.copyto(demb, dW_softmax.T)  # (dT1) the softmax's term, dW_softmaxᵀ (V, E)
+        kernels.embedding_scatter_add(demb, ids, d)  # (dT1) + the lookup's term (dE1)
+        if not sparse:
+            return demb
+        # Every row has a softmax term, so the "sparse" form lists all V rows: the callers
+        # that expect IndexedRows (DataParallel, DistributedStep, SGD) work unchanged.
+        rows = ws.scratch("embedding.all_rows", (self.vocab_size,), np.dtype(np.int64), 0)
+        rows[:] = np.arange(self.vocab_size)
+        return IndexedRows(rows, demb, demb.shape)
+
     def draw_masks(self, T: int, B: int, keep_prob: float, rng) -> list[np.ndarray] | None:
         """The dropout masks a (B, T) batch's forward pass would draw from ``rng``, drawn now in
-        the same order (embedding, then each layer; (T, B, H) each). None when keep_prob = 1."""
+        the same order (embedding, then each layer; (T, B, H) each, or (T, B, E) and (T, B, P)
+        with embedding_size and proj_size). None when keep_prob = 1."""
         if keep_prob == 1.0:
             return None
-        shape = (T, B, self.hidden_size)
-        return [dropout_mask(shape, keep_prob, rng, self.dtype) for _ in range(self.num_layers + 1)]
+        return [dropout_mask((T, B, w), keep_prob, rng, self.dtype) for w in self._mask_widths()]
 
     def replica(self) -> LanguageModel:
         """A model sharing this one's parameters (the same ``params`` dict and arrays) with its
@@ -479,7 +626,7 @@ class LanguageModel:
         B, T = x.shape
         top, new_state, _ = self._forward(x, state, 1.0, None, None, self._ws_eval)
         z = np.empty((T * B, self.vocab_size), self.dtype)
-        matmul_into(top.reshape(T * B, -1), self.params["softmax_w"], z)  # (S1)
+        matmul_into(top.reshape(T * B, -1), self.softmax_weight(), z)  # (S1), tied: (T1)
         z += self.params["softmax_b"]
         return np.ascontiguousarray(z.reshape(T, B, -1).transpose(1, 0, 2)), new_state
 

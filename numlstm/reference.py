@@ -11,7 +11,8 @@ equations of the docs, with the equation's label at the end of each line:
 * GRU: G1-G5 (``reset_after=True``), G2c/G4c (``reset_after=False``) and their backward
   dG5-dG1, dG4c, dG2c of ``docs/gru.md``;
 * embedding E1/dE1, dropout D1/dD1, softmax cross-entropy S1-S3 / dS3·dS2 / dS1 of
-  ``docs/layers.md``, and the stacked language model of its section 4;
+  ``docs/layers.md``, and the stacked language model of its section 4, with the LSTMP layers
+  and tied embeddings (T1, dT1) of its section 4.3;
 * gradient clipping O1-O2, SGD O3 and Adam O5-O8 of ``docs/optim.md``.
 
 Nothing here is fast: no Numba, no reused buffers, no threads, no fused kernels, no
@@ -710,14 +711,26 @@ def masked_softmax_xent_forward_backward(
 def draw_masks(model: Any, T: int, B: int, keep_prob: float, rng: np.random.Generator) -> list:
     """The L + 1 dropout masks of a (B, T) batch: the embedding's, then each layer's output's.
 
-    Each is (T, B, H), drawn from ``rng`` in this order, which is the order in which
-    ``model.loss_and_grads`` draws them: the same seeded rng gives the same masks. With
-    keep_prob = 1 there is no dropout: a list of None.
+    Each is (T, B, H) ((T, B, E) for the embedding's and (T, B, P) for the layers' with the
+    model's embedding_size E and proj_size P), drawn from ``rng`` in this order, which is the
+    order in which ``model.loss_and_grads`` draws them: the same seeded rng gives the same
+    masks. With keep_prob = 1 there is no dropout: a list of None.
     """
     if keep_prob == 1.0:
         return [None] * (model.num_layers + 1)
-    shape = (T, B, model.hidden_size)
-    return [dropout_mask(shape, keep_prob, rng, model.dtype) for _ in range(model.num_layers + 1)]
+    widths = [model.embedding_size] + [model.output_size] * model.num_layers
+    return [dropout_mask((T, B, w), keep_prob, rng, model.dtype) for w in widths]
+
+
+def uses_lstmp(model: Any) -> bool:
+    """Whether the model's layers are LSTMP layers (P1-P8): any of its LSTMP options is on."""
+    return model.peepholes or model.cell_clip is not None or model.proj_size is not None
+
+
+def softmax_weight(model: Any) -> np.ndarray:
+    """The softmax's W (P, V): its own "softmax_w", or tied, the embedding's transpose."""
+    p = model.params
+    return p["embedding"].T if model.tie_embeddings else p["softmax_w"]  # (T1) W = Eᵀ
 
 
 def model_forward(
@@ -739,7 +752,16 @@ def model_forward(
     new_state: State = []
     for layer in range(model.num_layers):
         Wx, Wh = p[f"l{layer}.Wx"], p[f"l{layer}.Wh"]
-        if model.cell == "lstm":
+        if uses_lstmp(model):
+            h0, c0 = state[layer]
+            hs, hT, cT, rnn_cache = lstmp_forward(
+                inp, h0, c0, Wx, Wh, p[f"l{layer}.b"], lengths=lengths,
+                forget_bias=model.forget_bias, peepholes=p.get(f"l{layer}.peepholes"),
+                cell_clip=model.cell_clip, W_proj=p.get(f"l{layer}.W_proj"),
+                proj_clip=model.proj_clip,
+            )  # P1-P8  # fmt: skip
+            new_state.append((hT, cT))
+        elif model.cell == "lstm":
             h0, c0 = state[layer]
             b = p[f"l{layer}.b"]
             hs, hT, cT, rnn_cache = lstm_forward(
@@ -781,14 +803,13 @@ def loss(
     top, new_state, _ = model_forward(model, x, state, keep_prob, masks, lengths)
     p = model.params
     targets = y.T.reshape(-1)  # time-major, like the rows of top
-    h = top.reshape(T * B, model.hidden_size)
+    h = top.reshape(T * B, model.output_size)
+    W = softmax_weight(model)  # (T1) when tied
     if lengths is not None:  # (S3m) the masked sum
         w = valid_positions(lengths, T, B)
-        loss = masked_softmax_xent_forward_backward(
-            h, p["softmax_w"], p["softmax_b"], targets, w, B
-        )[0]
+        loss = masked_softmax_xent_forward_backward(h, W, p["softmax_b"], targets, w, B)[0]
         return loss, new_state
-    return softmax_xent_loss(h, p["softmax_w"], p["softmax_b"], targets, B), new_state  # S1-S3
+    return softmax_xent_loss(h, W, p["softmax_b"], targets, B), new_state  # S1-S3
 
 
 def loss_and_grads(
@@ -814,26 +835,34 @@ def loss_and_grads(
     """
     B, T = x.shape
     H, L, p = model.hidden_size, model.num_layers, model.params
+    P = model.output_size  # the top layer's width: H, or proj_size
     if masks is None:
         masks = draw_masks(model, T, B, keep_prob, rng)
-    # E1, D1, then L1-L6 or G1-G5 per layer, each followed by D1
+    # E1, D1, then L1-L6, P1-P8 or G1-G5 per layer, each followed by D1
     top, new_state, caches = model_forward(model, x, state, keep_prob, masks, lengths)
     targets = y.T.reshape(-1)  # time-major, like the rows of top
+    W = softmax_weight(model)  # (T1) when tied
     if lengths is None:
         loss, dh, dW, db = softmax_xent_forward_backward(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, B
+            top.reshape(T * B, P), W, p["softmax_b"], targets, B
         )  # S1-S3, dS3·dS2, dS1
     else:  # S3m, dS3m, dS1: only the valid positions count
         w = valid_positions(lengths, T, B)
         loss, dh, dW, db = masked_softmax_xent_forward_backward(
-            top.reshape(T * B, H), p["softmax_w"], p["softmax_b"], targets, w, B
+            top.reshape(T * B, P), W, p["softmax_b"], targets, w, B
         )
     grads = {"softmax_w": dW, "softmax_b": db}
-    d = dh.reshape(T, B, H)
+    d = dh.reshape(T, B, P)
     zeros = np.zeros((B, H), model.dtype)  # dhT = dcT = 0: truncated BPTT
     for layer in range(L - 1, -1, -1):
         d = dropout_backward(d, caches[layer + 1]["drop"])  # (dD1)
-        if model.cell == "lstm":
+        if uses_lstmp(model):
+            d, _, _, dWx, dWh, db, dpeep, dW_proj = lstmp_backward(
+                d, np.zeros((B, P), model.dtype), zeros, caches[layer + 1]["rnn"]
+            )  # dP8-dP1
+            grads[f"l{layer}.b"] = db
+            grads[f"l{layer}.peepholes"], grads[f"l{layer}.W_proj"] = dpeep, dW_proj
+        elif model.cell == "lstm":
             d, _, _, dWx, dWh, db = lstm_backward(d, zeros, zeros, caches[layer + 1]["rnn"])
             grads[f"l{layer}.b"] = db
         else:
@@ -842,6 +871,8 @@ def loss_and_grads(
         grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
     d = dropout_backward(d, caches[0]["drop"])  # (dD1)
     grads["embedding"] = embedding_backward(d, caches[0]["emb"])  # (dE1)
+    if model.tie_embeddings:
+        grads["embedding"] = grads["embedding"] + dW.T  # (dT1) both uses of E add
     return loss, {k: grads[k] for k in p}, new_state
 
 

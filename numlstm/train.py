@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import MODEL_OPTIONS, Config
 from .fast import distributed
 from .fast.fast_eval import evaluate_sequence
 from .fast.parallel import DataParallel, default_threads
@@ -280,6 +280,10 @@ def train(
                          f"{config.batch_size}, got {threads!r}")  # fmt: skip
     if cell not in ("lstm", "gru"):
         raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+    lstmp = [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
+             if getattr(config, k) not in (None, False)]  # fmt: skip
+    if cell != "lstm" and lstmp:  # refused here, before the run folder is touched
+        raise ValueError(f"{', '.join(lstmp)}: the LSTMP options need cell 'lstm', got {cell!r}")
     if data.vocab_size != config.vocab_size:
         raise ValueError(f"the data has a vocabulary of {data.vocab_size} words but the config "
                          f"says vocab_size={config.vocab_size}; pass --vocab_size "
@@ -363,6 +367,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
         model = LanguageModel(
             config.vocab_size, config.hidden_size, config.num_layers, cell=cell,
             init_scale=config.init_scale, forget_bias=0.0, seed=seed, dtype=dtype,
+            **config.model_options(),
         )  # fmt: skip
     state_arrays = loaded.get("state")
     if dist is not None:  # every rank starts from rank 0's parameters and carried state
@@ -590,7 +595,10 @@ def _check_resume(saved: dict, saved_cell: str, cell: str, config: Config, finge
     if saved_cell != cell:
         raise RunFolderError(f"{path} holds a {saved_cell.upper()} run, not {cell.upper()}; use "
                              "another --out or drop --resume")  # fmt: skip
-    diffs = run_folder.config_differences(saved.get("config") or {}, config.to_dict(),
+    # A checkpoint from before the model options existed was trained with them off.
+    defaults = {k: getattr(Config(), k) for k in MODEL_OPTIONS}
+    saved_config = {**defaults, **(saved.get("config") or {})}
+    diffs = run_folder.config_differences(saved_config, config.to_dict(),
                                           ignore=run_folder.EXTENDABLE)  # fmt: skip
     if diffs:
         raise RunFolderError(f"{path} was written with a different config ({'; '.join(diffs)}); "

@@ -3,6 +3,8 @@ and, for the one-process reference, in the test process itself.
 
     lengths OUT.npz DTYPE THREADS      one DistributedStep.loss_and_grads and .loss of a padded
                                        batch (``lengths_batch``); rank 0 saves the results
+    options OUT.npz DTYPE THREADS MODE the same with a model with every LSTMP option and tied
+                                       embeddings (``options_batch``), embedding_mode MODE
     steps OUT.npz DTYPE THREADS MODE   20 training steps of a tiny model (train.train_step with
                                        distributed.DistributedStep); rank 0 saves losses, params
     train OUT_DIR DTYPE [--resume] [--stop-after N] [--fail-after N] [--big]
@@ -82,9 +84,22 @@ def lengths_batch(dtype: str):
     return model, x, y, np.array([0, T, 2, 3, T, 1])
 
 
-def run_lengths(dtype: str, threads: int, dist: distributed.Distributed) -> dict:
-    model, x, y, lengths = lengths_batch(dtype)
-    with distributed.DistributedStep(model, dist, threads) as step:
+# Every model option at once (tests/test_model_lstmp.py): the tied embedding's gradient has
+# a term from every rank's softmax (dT1), and its row-sparse form lists all V rows.
+OPTIONS = {"peepholes": True, "cell_clip": 0.05, "proj_size": 4, "proj_clip": 0.02,
+           "tie_embeddings": True, "embedding_size": 4}  # fmt: skip
+
+
+def options_batch(dtype: str):
+    """As ``lengths_batch``, with a model with every option of ``OPTIONS``."""
+    _, x, y, lengths = lengths_batch(dtype)
+    return LanguageModel(50, H, 2, dtype=dtype, seed=3, **OPTIONS), x, y, lengths
+
+
+def run_lengths(dtype: str, threads: int, dist: distributed.Distributed, mode: str = "auto",
+                batch=None) -> dict:  # fmt: skip
+    model, x, y, lengths = (batch or lengths_batch)(dtype)
+    with distributed.DistributedStep(model, dist, threads, embedding_mode=mode) as step:
         loss, grads, state = step.loss_and_grads(
             x, y, model.init_state(B), 0.5, np.random.default_rng(6), lengths=lengths
         )
@@ -103,6 +118,12 @@ def main(argv: list[str]) -> int:
     if command == "lengths":
         dist = distributed.start()
         result = run_lengths(dtype, int(argv[3]), dist)
+        if dist.is_root:
+            np.savez(target, **result)
+        return 0
+    if command == "options":
+        dist = distributed.start()
+        result = run_lengths(dtype, int(argv[3]), dist, argv[4], options_batch)
         if dist.is_root:
             np.savez(target, **result)
         return 0

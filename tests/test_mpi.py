@@ -174,6 +174,28 @@ def test_padded_batch_on_two_ranks_equals_one_process(tmp_path, threads):
     assert float(got["eval"]) == pytest.approx(ev, rel=1e-12)
 
 
+@needs_mpi
+@pytest.mark.parametrize("threads,mode", [(1, "dense"), (2, "gather")])
+def test_every_model_option_on_two_ranks_equals_one_process(tmp_path, threads, mode):
+    """LSTMP layers and tied embeddings through DistributedStep: the tied gradient's two terms
+    (dT1) summed over the ranks, with either way of combining the embedding's rows."""
+    out = tmp_path / "options.npz"
+    proc = _mpirun("options", str(out), "float64", str(threads), mode)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = np.load(out)
+    model, x, y, lengths = mpi_worker.options_batch("float64")
+    state0 = model.init_state(mpi_worker.B)
+    loss, grads, state = model.loss_and_grads(x, y, state0, 0.5, np.random.default_rng(6),
+                                              lengths=lengths)  # fmt: skip
+    assert "softmax_w" not in grads and "l1.W_proj" in grads
+    assert float(got["loss"]) == pytest.approx(loss, rel=1e-12)
+    for k, g in grads.items():
+        np.testing.assert_allclose(got[f"grad.{k}"], g, rtol=1e-11, atol=1e-15, err_msg=k)
+    np.testing.assert_allclose(got["state"], state[0][1], rtol=1e-12, atol=1e-15)
+    ev = model.loss(x, y, state0, lengths=lengths)[0]
+    assert float(got["eval"]) == pytest.approx(ev, rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The one-process run every MPI run below must reproduce (float64)."""

@@ -35,6 +35,10 @@ The result equals the per-word loop over ``LanguageModel.loss`` up to rounding (
 in another order than BLAS's): ~1e-16 relative in float64, ~1e-9 in float32 for the summed
 loss.
 
+A model with the LSTMP options (docs/lstmp.md) or an embedding width E != H is scored by
+``LanguageModel.loss`` over chunks of words instead (same numbers, Python speed); tied
+embeddings alone keep the compiled path, with Wsm = embedding.T copied once (T1).
+
 Equation numbers refer to ``docs/lstm.md``, ``docs/gru.md`` and ``docs/layers.md``.
 """
 
@@ -295,6 +299,19 @@ def _gru_sequence(ids, emb, Wxs, Whs, bxs, bhs, reset_after, Wsm, bsm, h, block,
 # --------------------------------------------------------------------------------------------
 
 
+def _plain_sequence(model: LanguageModel, ids: np.ndarray, state: State | None,
+                    block: int) -> tuple[float, State]:  # fmt: skip
+    """``evaluate_sequence`` through ``model.loss`` (batch 1, ``block`` words per call): for
+    the options the compiled loops do not implement (LSTMP layers, E != H)."""
+    state = model.init_state(1) if state is None else state
+    total = 0.0
+    for lo in range(0, ids.shape[0] - 1, block):
+        hi = min(lo + block, ids.shape[0] - 1)
+        loss, state = model.loss(ids[None, lo:hi], ids[None, lo + 1 : hi + 1], state)
+        total += loss  # B = 1: the loss is the sum of the chunk's -log p
+    return total, state
+
+
 def _state_arrays(model: LanguageModel, state: State | None) -> list[np.ndarray]:
     """The state as (L, H) arrays (h, then c for LSTM), copied: the kernels update them."""
     L, H, dt = model.num_layers, model.hidden_size, model.dtype
@@ -360,13 +377,17 @@ def evaluate_sequence(
         raise ValueError(f"block must be a positive integer, got {block}")
     ids = ids.astype(np.int64, copy=False)
     block = min(int(block), ids.shape[0] - 1)  # the block buffers need no more rows than words
+    if model._lstmp or model.embedding_size != model.hidden_size:
+        return _plain_sequence(model, ids, state, block)
     arrays = _state_arrays(model, state)
     p, L = model.params, model.num_layers
 
     def per_layer(name: str) -> tuple[np.ndarray, ...]:
         return tuple(np.ascontiguousarray(p[f"l{layer}.{name}"]) for layer in range(L))
 
-    emb, Wsm, bsm = (np.ascontiguousarray(p[k]) for k in ("embedding", "softmax_w", "softmax_b"))
+    # (T1) tied: Wsm = embedding.T, copied to the C order the loops read
+    emb, Wsm, bsm = (np.ascontiguousarray(a) for a in (p["embedding"], model.softmax_weight(),
+                                                       p["softmax_b"]))  # fmt: skip
     # The kernels call a parallel=True function. Loaded from Numba's on-disk cache, such a
     # caller crashes (segfault) unless Numba's thread pool was started first; compiling it
     # starts the pool, loading it does not. get_num_threads() starts it (idempotent, ~1 µs).

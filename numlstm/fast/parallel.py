@@ -148,7 +148,7 @@ class DataParallel:
         B, T = x.shape
         if masks is None:  # the one-thread pass's masks, same order
             masks = m.draw_masks(T, B, keep_prob, rng)
-        H, V, dt = m.hidden_size, m.vocab_size, m.dtype
+        H, V, dt = m.output_size, m.vocab_size, m.dtype  # H: the softmax's input width (P)
         z = self._ws.empty("z", (T * B, V), dt)  # the softmax buffers all blocks share
         hq = self._ws.empty("hq", (T * B, H + 1), dt)
         dWb = self._ws.empty("dWb", (H + 1, V), dt)
@@ -178,10 +178,13 @@ class DataParallel:
             raise
 
     def _embedding_grad(self, results: list[RowsResult]) -> IndexedRows:
-        """(dE1) the embedding's row-sparse gradient from every block's rows at once."""
+        """(dE1) the embedding's row-sparse gradient from every block's rows at once; tied
+        (dT1), plus the softmax's dW, which the shared softmax made the whole batch's in every
+        block's result (so block 0's alone, not a sum over blocks)."""
         ids = np.concatenate([r.ids for r in results])
         d = np.concatenate([r.d_embedded for r in results])
-        return self.model.embedding_grad(ids, d, sparse=True)
+        dW = results[0].grads["softmax_w"] if self.model.tie_embeddings else None
+        return self.model.embedding_grad(ids, d, sparse=True, softmax_w_grad=dW)
 
     def loss_and_grads(
         self,

@@ -64,7 +64,8 @@ def save_model(
 
 _CONFIG_KEYS = frozenset(
     ("vocab_size", "hidden_size", "num_layers", "cell", "forget_bias", "reset_after", "dtype",
-     "init_scale")
+     "init_scale", "peepholes", "cell_clip", "proj_size", "proj_clip", "tie_embeddings",
+     "embedding_size")
 )  # fmt: skip
 _LAYER_RE = re.compile(r"l(\d+)\.Wx")
 
@@ -94,15 +95,27 @@ def _expected_params(path: object, config: Mapping[str, Any], arrays: Mapping[st
         v = config.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise bad(f"{key} must be a finite number, got {v!r}")
-    if not isinstance(config.get("reset_after", True), bool):
-        raise bad(f"reset_after must be true or false, got {config.get('reset_after')!r}")
+    for key in ("reset_after", "peepholes", "tie_embeddings"):
+        if not isinstance(config.get(key, key == "reset_after"), bool):
+            raise bad(f"{key} must be true or false, got {config.get(key)!r}")
+    for key in ("proj_size", "embedding_size"):  # absent (older files) or null: the default
+        v = config.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise bad(f"{key} must be a positive integer or null, got {v!r}")
+    for key in ("cell_clip", "proj_clip"):  # the values themselves: LanguageModel checks them
+        v = config.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise bad(f"{key} must be a number or null, got {v!r}")
     V, H, L = config["vocab_size"], config["hidden_size"], config["num_layers"]
+    E = config.get("embedding_size") or H
+    P = config.get("proj_size") or H
     emb = arrays.get("embedding")
-    if emb is None or emb.shape != (V, H):
+    if emb is None or emb.shape != (V, E):
         got = None if emb is None else list(emb.shape)
         raise CheckpointError(
-            f"{path}: config says vocab_size={V}, hidden_size={H}, but the saved 'embedding' "
-            f"has shape {got}"
+            f"{path}: config says vocab_size={V}, hidden_size={H}"
+            + (f", embedding_size={E}" if E != H else "")
+            + f", but the saved 'embedding' has shape {got}"
         )
     layers = sorted(int(m.group(1)) for k in arrays if (m := _LAYER_RE.fullmatch(k)))
     if layers != list(range(L)):
@@ -111,12 +124,19 @@ def _expected_params(path: object, config: Mapping[str, Any], arrays: Mapping[st
             f"{len(layers)} layer(s) of weights"
         )
     dtype, G = np.dtype(dtype_name), 4 if cell == "lstm" else 3
-    shapes: dict[str, tuple[int, ...]] = {"embedding": (V, H)}
+    shapes: dict[str, tuple[int, ...]] = {"embedding": (V, E)}
     for layer in range(L):
-        shapes[f"l{layer}.Wx"] = shapes[f"l{layer}.Wh"] = (H, G * H)
+        shapes[f"l{layer}.Wx"] = (E if layer == 0 else P, G * H)
+        shapes[f"l{layer}.Wh"] = (P, G * H)
         biases = ("b",) if cell == "lstm" else ("bx", "bh")
         shapes.update({f"l{layer}.{b}": (G * H,) for b in biases})
-    shapes["softmax_w"], shapes["softmax_b"] = (H, V), (V,)
+        if config.get("peepholes"):
+            shapes[f"l{layer}.peepholes"] = (3, H)
+        if config.get("proj_size") is not None:
+            shapes[f"l{layer}.W_proj"] = (H, P)
+    if not config.get("tie_embeddings"):
+        shapes["softmax_w"] = (P, V)
+    shapes["softmax_b"] = (V,)
     return {k: (s, dtype) for k, s in shapes.items()}
 
 
