@@ -10,6 +10,7 @@ commands:
 examples:
   python -m numlstm train --config small [--cell gru] [--data-dir DIR] [--out DIR] [--resume]
   python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
+  python -m numlstm train --config medium --variational sequence --state-keep-prob 0.8
   python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
   python -m numlstm generate --checkpoint ... --prime "the company said" --words 50
   mpirun -n 4 python -m numlstm train --config medium     # one run over 4 MPI processes
@@ -161,6 +162,13 @@ def train_main(argv: list[str] | None = None) -> int:
     overrides = p.add_argument_group("config overrides (tutorial field names)")
     for f in dataclasses.fields(get_config("small")):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.name == "variational":  # docs/dropout.md D5: per sequence (Gal) or per batch (TF)
+            overrides.add_argument(*flags, dest=f.name, default=None,
+                                   choices=["sequence", "batch"],
+                                   help="variational dropout masks: one per sequence "
+                                   "(Gal & Ghahramani, Keras) or one per batch (TensorFlow's "
+                                   "variational_recurrent), the same at every step")  # fmt: skip
+            continue
         overrides.add_argument(*flags, dest=f.name, type=int if f.type == "int" else float,
                                default=None, metavar="V")  # fmt: skip
     args = p.parse_args(argv)

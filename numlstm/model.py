@@ -4,7 +4,11 @@
                -> L x [LSTM (L1-L6) or GRU (G1-G5)] each followed by dropout (D1)
                -> linear + softmax + cross-entropy (S1-S3)
 
-Dropout is applied only to the non-recurrent connections (between layers, never on h -> h).
+With a float ``keep_prob`` (the tutorial's dropout) dropout is applied only to the
+non-recurrent connections (between layers, never on h -> h). A ``numlstm.Dropout`` adds the
+DropoutWrapper's sites (``dropout.py``, docs/dropout.md): each layer's input (D2) and output
+(D3), h_{t-1} inside an LSTM's recurrence (D4; such a layer runs ``lstmp.py``'s loop), and
+variational masks (D5).
 The state (the final h, c of each layer) is returned by every call so that the caller can
 pass it to the next batch: truncated backpropagation through time carries the *state* across
 batches but not the gradient. See ``docs/layers.md`` (section "Stacked language model").
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, kernels, sequences
+from . import dropout as _dropout
+from .dropout import Dropout
 from .fast.blas import matmul_into
 from .fast.sparse import IndexedRows
 from .fast.workspace import Workspace
@@ -27,15 +33,18 @@ from .layers import (
     LOCAL,
     SoftmaxGrad,
     dropout_backward,
-    dropout_forward,
     dropout_mask,
     softmax_xent_forward_backward_unchecked,
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
+from .lstmp import LSTMPCache, lstmp_backward_unchecked, lstmp_forward_unchecked
 
 State = list[tuple[np.ndarray, ...]]
 CELLS = ("lstm", "gru")
+KeepProb = float | Dropout  # what every keep_prob argument accepts
+Masks = Sequence[np.ndarray | None] | dict[str, np.ndarray | None]
+_NO_DROPOUT = Dropout()
 
 
 @dataclass
@@ -43,7 +52,7 @@ class _Pass:
     """Everything the backward pass needs from one forward pass."""
 
     ids: np.ndarray  # (T, B) time-major token ids
-    masks: list = field(default_factory=list)  # dropout masks: embedding, then each layer
+    masks: dict = field(default_factory=dict)  # dropout masks by site (dropout.py); None: none
     caches: list = field(default_factory=list)  # one LSTMCache / GRUCache per layer
 
 
@@ -187,46 +196,54 @@ class LanguageModel:
                     raise ValueError(f"state[{layer}] contains NaN or inf")
         return x, y
 
-    def _check_masks(self, masks, B: int, T: int) -> None:
-        """Fixed dropout masks must be (T, B, H) arrays of the model's dtype (or None): a
-        float64 mask would silently turn a float32 model's activations and gradients float64."""
-        for k, m in enumerate(masks or ()):
-            if m is None:
-                continue
-            if not isinstance(m, np.ndarray) or m.shape != (T, B, self.hidden_size):
-                got = getattr(m, "shape", m)
-                raise ValueError(f"masks[{k}] must be an array of shape (T, B, H) = "
-                                 f"{(T, B, self.hidden_size)}, got {got}")  # fmt: skip
-            if m.dtype != self.dtype:
-                raise TypeError(f"masks[{k}] must be {self.dtype} like the model, got {m.dtype}")
+    def _check_masks(self, masks, B: int, T: int) -> dict | None:
+        """Fixed dropout masks (list or dict form, ``dropout.normalize``) checked against the
+        batch: each of a shape D5 allows and of the model's dtype. Returns {site: mask}."""
+        if masks is None:
+            return None
+        fixed = _dropout.normalize(masks, self.num_layers)
+        for name, m in fixed.values():
+            _dropout.check_mask(name, m, T, B, self.hidden_size, self.dtype)
+        return {site: m for site, (_, m) in fixed.items()}
 
-    def _forward(self, x, state, keep_prob, rng, masks, ws, lengths=None):
+    def _forward(self, x, state, dropout, rng, masks, ws, lengths=None):
         """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass).
 
+        ``dropout`` a checked ``Dropout``; ``masks`` the checked fixed masks {site: mask}, or
+        None to draw them from ``rng`` (all at once, in the order ``draw_masks`` draws them).
         ``lengths``: prepared (B,) int64 or None; each layer runs the masked update M1-M3, so
         the top states are zero past each row's end and the state is the one after its end."""
         p = self.params
         ids = np.ascontiguousarray(x.T)  # (T, B): the layers are time-major
-        fw = _Pass(ids)
-        inp = np.take(p["embedding"], ids, axis=0)  # (E1) (T, B, H)
-        mask_iter = iter(masks) if masks is not None else None
+        T, B = ids.shape
+        if masks is None:
+            masks = {}
+            if dropout.active:
+                masks = _dropout.draw(self.num_layers, T, B, self.hidden_size, dropout, rng,
+                                      self.dtype)  # fmt: skip
+        fw = _Pass(ids, masks)
 
-        def drop(a):
-            if mask_iter is not None:
-                out, m = dropout_forward(a, keep_prob, mask=next(mask_iter))
-            else:
-                out, m = dropout_forward(a, keep_prob, rng)  # (D1)
-            fw.masks.append(m)
-            return out
+        def drop(a, site):  # (D1) embedding, (D2) input, (D3) output: a ⊙ m / p, or a itself
+            m = masks.get(site)
+            return a if m is None else a * m  # D5: a (B, H) or (1, H) mask broadcasts
 
-        inp = drop(inp)
+        inp = drop(np.take(p["embedding"], ids, axis=0), "embedding")  # (E1) (T, B, H), (D1)
         new_state: State = []
         for layer in range(self.num_layers):
-            if self.cell == "lstm":
+            inp = drop(inp, f"l{layer}.input")  # (D2)
+            state_mask = masks.get(f"l{layer}.state")
+            if self.cell == "lstm" and state_mask is None:
                 h0, c0 = state[layer]
                 hs, hT, cT, cache = lstm_forward_unchecked(
                     inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
                     self.forget_bias, ws, f"l{layer}", lengths=lengths)  # fmt: skip
+                new_state.append((hT, cT))
+            elif self.cell == "lstm":  # (D4) inside the recurrence: lstmp.py's step loop
+                h0, c0 = state[layer]
+                hs, hT, cT, cache = lstmp_forward_unchecked(
+                    inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
+                    self.forget_bias, None, None, None, None, lengths,
+                    state_mask=state_mask)  # fmt: skip
                 new_state.append((hT, cT))
             else:
                 (h0,) = state[layer]
@@ -236,26 +253,29 @@ class LanguageModel:
                     lengths=lengths)  # fmt: skip
                 new_state.append((hT,))
             fw.caches.append(cache)
-            inp = drop(hs)
+            inp = drop(hs, f"l{layer}.output")  # (D3), D1 in the tutorial's model
         return inp, new_state, fw
 
-    def _check_dropout(self, keep_prob, rng, masks):
-        if not 0.0 < keep_prob <= 1.0:
-            raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
-        if keep_prob < 1.0 and rng is None and masks is None:
+    def _check_dropout(self, keep_prob, rng, masks) -> Dropout:
+        """``keep_prob`` (a float or a ``Dropout``) as a ``Dropout``, checked for this model."""
+        dropout = _dropout.as_dropout(keep_prob)  # ValueError naming keep_prob or the field
+        if self.cell == "gru" and dropout.state_keep_prob < 1.0:
+            raise ValueError(
+                f"state_keep_prob={dropout.state_keep_prob} < 1 (state dropout, D4) is "
+                "supported for cell='lstm' only, not cell='gru': use input_keep_prob and "
+                "output_keep_prob for a GRU")  # fmt: skip
+        if dropout.active and rng is None and masks is None:
             raise ValueError("keep_prob < 1 needs rng (a numpy.random.Generator) for dropout")
-        if masks is not None and len(masks) != self.num_layers + 1:
-            raise ValueError(f"masks must hold {self.num_layers + 1} entries (the embedding, then "
-                             f"each layer's output), got {len(masks)}")  # fmt: skip
+        return dropout
 
     def check_batch(
         self,
         x: np.ndarray,
         y: np.ndarray,
         state: State,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Validate the arguments of ``loss_and_grads``; returns x, y as contiguous arrays.
@@ -263,17 +283,21 @@ class LanguageModel:
         Raises ``ValueError``/``TypeError`` as ``loss_and_grads`` would, before any work: for a
         caller that splits the batch itself (``fast/parallel.py``) and must check it whole.
         """
-        x, y, _ = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        x, y, *_ = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         return x, y
 
     def _checked(self, x, y, state, keep_prob, rng, masks, lengths):
-        """``check_batch``, also returning the prepared lengths: a (B,) int64 array, or None
-        when there are none or every row has all T steps (then nothing is masked)."""
-        self._check_dropout(keep_prob, rng, masks)
+        """``check_batch``, also returning the prepared lengths (a (B,) int64 array, or None
+        when there are none or every row has all T steps: then nothing is masked), the
+        ``Dropout`` and the checked fixed masks {site: mask} (or None)."""
+        dropout = self._check_dropout(keep_prob, rng, masks)
         x, y = self._check_inputs(x, y, state)
-        self._check_masks(masks, *x.shape)
+        masks = self._check_masks(masks, *x.shape)
+        if self.cell == "gru" and masks and any(k.endswith(".state") for k in masks):
+            raise ValueError("masks has a state mask ('l*.state'), but state dropout (D4) is "
+                             "supported for cell='lstm' only, not cell='gru'")  # fmt: skip
         B, T = x.shape
-        return x, y, sequences.prepare_lengths(lengths, T, B)
+        return x, y, sequences.prepare_lengths(lengths, T, B), dropout, masks
 
     @staticmethod
     def _valid_rows(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
@@ -287,10 +311,10 @@ class LanguageModel:
         x: np.ndarray,
         y: np.ndarray,
         state: State,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
         *,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[float, State]:
         """Loss of a (B, T) batch: sum of -log p(y) over all B * T words, divided by B.
@@ -307,9 +331,9 @@ class LanguageModel:
         sum(lengths).
         """
         ws = self._ws_eval
-        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        x, y, lengths, dropout, masks = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         B, T = x.shape
-        top, new_state, _ = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
+        top, new_state, _ = self._forward(x, state, dropout, rng, masks, ws, lengths)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         # S1-S3; with lengths S3m: the padded positions' losses do not count
         loss = softmax_xent_loss_unchecked(
@@ -322,18 +346,22 @@ class LanguageModel:
         x: np.ndarray,
         y: np.ndarray,
         state: State,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
         *,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         sparse_embedding: bool = False,
         lengths: np.ndarray | None = None,
     ) -> tuple[float, dict[str, np.ndarray], State]:
         """Training step's loss (as ``loss``) and gradients of every parameter.
 
-        keep_prob < 1 applies dropout with masks drawn from ``rng``; ``masks`` (one per dropout
-        site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
-        for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
+        keep_prob < 1 applies dropout with masks drawn from ``rng``: a float is the tutorial's
+        dropout (the embedding and every layer's output, D1), a ``numlstm.Dropout`` chooses
+        the sites (input, output, state) and variational masks (docs/dropout.md). ``masks``
+        fixes the masks instead, e.g. for a gradient check, and ``rng`` is then not used: a list
+        (one per site of D1: embedding, then each layer's output; None where unused) or a dict
+        {site: mask} as ``draw_masks`` returns (a site left out or None is not dropped).
+        Gradients do not flow into ``state`` (truncated BPTT).
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
         rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
         ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either.
@@ -344,8 +372,8 @@ class LanguageModel:
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
         keeps a step free of large allocations); copy them to keep them.
         """
-        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
-        r = self._forward_backward(x, y, state, keep_prob, rng, masks, x.shape[0], LOCAL, lengths)
+        x, y, lengths, dropout, masks = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        r = self._forward_backward(x, y, state, dropout, rng, masks, x.shape[0], LOCAL, lengths)
         r.grads["embedding"] = self._embedding_grad(r.ids, r.d_embedded, sparse_embedding)
         return r.loss, {k: r.grads[k] for k in self.params}, r.state
 
@@ -355,10 +383,10 @@ class LanguageModel:
         y: np.ndarray,
         state: State,
         batch_size: int,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
         *,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         softmax_grad: SoftmaxGrad = LOCAL,
         lengths: np.ndarray | None = None,
     ) -> RowsResult:
@@ -383,16 +411,16 @@ class LanguageModel:
         ``lengths`` (b,): these rows' lengths, as in ``loss_and_grads`` (S3m sums over rows
         too, so the parts still add up).
         """
-        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        x, y, lengths, dropout, masks = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         if int(batch_size) != batch_size or batch_size < x.shape[0]:
             raise ValueError(f"batch_size must be an integer >= the {x.shape[0]} rows of x, "
                              f"got {batch_size}")  # fmt: skip
         return self._forward_backward(
-            x, y, state, keep_prob, rng, masks, batch_size, softmax_grad, lengths
+            x, y, state, dropout, rng, masks, batch_size, softmax_grad, lengths
         )
 
     def _forward_backward(
-        self, x, y, state, keep_prob, rng, masks, batch_size, softmax_grad, lengths=None
+        self, x, y, state, dropout, rng, masks, batch_size, softmax_grad, lengths=None
     ):
         """Forward and backward of checked inputs, all but the embedding's gradient (dE1).
 
@@ -403,7 +431,7 @@ class LanguageModel:
         H, p = self.hidden_size, self.params
         ws = self._ws_train
         B, T = x.shape
-        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
+        top, new_state, fw = self._forward(x, state, dropout, rng, masks, ws, lengths)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         # S1-S3 and their backward; with lengths S3m and dS3m (padded rows of dZ zero)
         loss, dh, dW, db = softmax_xent_forward_backward_unchecked(
@@ -412,18 +440,25 @@ class LanguageModel:
         grads: dict[str, np.ndarray] = {"softmax_w": dW, "softmax_b": db}
         d = dh.reshape(T, B, H)
         zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch
+        masks = fw.masks
         for layer in range(self.num_layers - 1, -1, -1):
-            d = np.ascontiguousarray(dropout_backward(d, fw.masks[layer + 1]))  # dD1
-            if self.cell == "lstm":
+            # (dD3), dD1 in the tutorial's model
+            d = np.ascontiguousarray(dropout_backward(d, masks.get(f"l{layer}.output")))
+            cache = fw.caches[layer]
+            if isinstance(cache, LSTMPCache):  # an LSTM layer with state dropout: dD4 inside
+                d, _, _, dWx, dWh, db, _, _ = lstmp_backward_unchecked(d, zeros, zeros, cache)
+                grads[f"l{layer}.b"] = db
+            elif self.cell == "lstm":
                 d, _, _, dWx, dWh, db = lstm_backward_unchecked(
-                    d, zeros, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
+                    d, zeros, zeros, cache, ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.b"] = db
             else:
                 d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(
-                    d, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
+                    d, zeros, cache, ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
-        d = dropout_backward(d, fw.masks[0]).reshape(T * B, H)  # dD1
+            d = dropout_backward(d, masks.get(f"l{layer}.input"))  # (dD2)
+        d = dropout_backward(d, masks.get("embedding")).reshape(T * B, H)  # dD1
         return RowsResult(loss, grads, d, fw.ids.reshape(-1), new_state)
 
     def embedding_grad(
@@ -456,13 +491,29 @@ class LanguageModel:
         kernels.embedding_scatter_add(demb, ids, d)
         return demb
 
-    def draw_masks(self, T: int, B: int, keep_prob: float, rng) -> list[np.ndarray] | None:
+    def draw_masks(
+        self, T: int, B: int, keep_prob: KeepProb, rng: np.random.Generator
+    ) -> list[np.ndarray] | dict[str, np.ndarray | None] | None:
         """The dropout masks a (B, T) batch's forward pass would draw from ``rng``, drawn now in
-        the same order (embedding, then each layer; (T, B, H) each). None when keep_prob = 1."""
-        if keep_prob == 1.0:
+        the same order; None when nothing is dropped.
+
+        A float ``keep_prob``: the list of D1, the embedding's, then each layer's output's,
+        (T, B, H) each (as before ``Dropout`` existed). A ``Dropout``: a dict {site: mask or
+        None} over every site ("embedding", then per layer "l{l}.input", "l{l}.state",
+        "l{l}.output"), each of the shape D5 gives it: (T, B, H) fresh, (B, H) per sequence,
+        (1, H) for the whole batch. Either passes back as ``masks=``; ``dropout.slice_rows``
+        takes some rows of them for a part of the batch.
+        """
+        if not isinstance(keep_prob, Dropout):
+            if keep_prob == 1.0:
+                return None
+            shape = (T, B, self.hidden_size)
+            return [dropout_mask(shape, keep_prob, rng, self.dtype)
+                    for _ in range(self.num_layers + 1)]  # fmt: skip
+        dropout = self._check_dropout(keep_prob, rng, None)
+        if not dropout.active:
             return None
-        shape = (T, B, self.hidden_size)
-        return [dropout_mask(shape, keep_prob, rng, self.dtype) for _ in range(self.num_layers + 1)]
+        return _dropout.draw(self.num_layers, T, B, self.hidden_size, dropout, rng, self.dtype)
 
     def replica(self) -> LanguageModel:
         """A model sharing this one's parameters (the same ``params`` dict and arrays) with its
@@ -477,7 +528,7 @@ class LanguageModel:
         """Unnormalised next-word scores (B, T, V) for every position of x (B, T), no dropout."""
         x, _ = self._check_inputs(x, None, state)
         B, T = x.shape
-        top, new_state, _ = self._forward(x, state, 1.0, None, None, self._ws_eval)
+        top, new_state, _ = self._forward(x, state, _NO_DROPOUT, None, None, self._ws_eval)
         z = np.empty((T * B, self.vocab_size), self.dtype)
         matmul_into(top.reshape(T * B, -1), self.params["softmax_w"], z)  # (S1)
         z += self.params["softmax_b"]
