@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .config import CONFIGS, get_config
+from .dropout import check_cell
 from .io import ptb
 
 DATA_HINT = ("pass --data-dir DIR (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt) "
@@ -198,6 +199,7 @@ def _train(args: argparse.Namespace) -> int:
         changes["learning_rate"] = 0.5
         print_("GRU: learning_rate 0.5 (the tutorial's 1.0 makes the GRU diverge)")
     config = config.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
+    check_cell(config.dropout(), args.cell)  # before loading any data
     out = args.out or f"runs/{args.config}-{args.cell}"
     print_(f"config {args.config}: {config}")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None

@@ -102,6 +102,16 @@ class Dropout:
         return dataclasses.asdict(self)
 
 
+def check_cell(dropout: Dropout, cell: str) -> None:
+    """State dropout (D4) is built for the LSTM only (docs/dropout.md section 3: a GRU uses
+    h_{t-1} in its interpolation too, and libraries differ on dropping it there)."""
+    if cell != "lstm" and dropout.state_keep_prob < 1.0:
+        raise ValueError(
+            f"state_keep_prob={dropout.state_keep_prob} < 1 (state dropout, D4) is supported "
+            f"for cell='lstm' only, not cell={cell!r}: use input_keep_prob and "
+            "output_keep_prob for a GRU")  # fmt: skip
+
+
 def as_dropout(keep_prob: float | Dropout) -> Dropout:
     """A ``Dropout`` from what ``keep_prob`` arguments accept: a ``Dropout``, or a float meaning
     ``Dropout.from_keep_prob`` (raises ``ValueError`` naming keep_prob outside (0, 1])."""

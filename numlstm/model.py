@@ -259,11 +259,7 @@ class LanguageModel:
     def _check_dropout(self, keep_prob, rng, masks) -> Dropout:
         """``keep_prob`` (a float or a ``Dropout``) as a ``Dropout``, checked for this model."""
         dropout = _dropout.as_dropout(keep_prob)  # ValueError naming keep_prob or the field
-        if self.cell == "gru" and dropout.state_keep_prob < 1.0:
-            raise ValueError(
-                f"state_keep_prob={dropout.state_keep_prob} < 1 (state dropout, D4) is "
-                "supported for cell='lstm' only, not cell='gru': use input_keep_prob and "
-                "output_keep_prob for a GRU")  # fmt: skip
+        _dropout.check_cell(dropout, self.cell)
         if dropout.active and rng is None and masks is None:
             raise ValueError("keep_prob < 1 needs rng (a numpy.random.Generator) for dropout")
         return dropout

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
-from .dropout import Dropout
+from .dropout import Dropout, check_cell
 from .fast import distributed
 from .fast.fast_eval import evaluate_sequence
 from .fast.parallel import DataParallel, default_threads
@@ -282,9 +282,7 @@ def train(
                          f"{config.batch_size}, got {threads!r}")  # fmt: skip
     if cell not in ("lstm", "gru"):
         raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
-    if cell == "gru" and config.dropout().state_keep_prob < 1:
-        raise ValueError(f"state_keep_prob={config.state_keep_prob} < 1 (state dropout) is "
-                         "supported for cell='lstm' only, not cell='gru'")  # fmt: skip
+    check_cell(config.dropout(), cell)  # state dropout is for the LSTM only
     if data.vocab_size != config.vocab_size:
         raise ValueError(f"the data has a vocabulary of {data.vocab_size} words but the config "
                          f"says vocab_size={config.vocab_size}; pass --vocab_size "
