@@ -14,6 +14,10 @@ GEMM per step for the recurrence (P1) and one for the projection (P8), one fused
 for the gates, peepholes and cell clip (P2-P7, ``kernels.lstmp_cell_forward``); backward, the
 weight gradients are single GEMMs over all steps. The projection's clip (P8, dP8) is NumPy.
 There is no Numba time loop (``fast/timeloop.py``) for this layer.
+
+``state_mask=`` adds state dropout on h_{t-1} where it enters the recurrent product (D4 of
+``docs/dropout.md``, with the variational mask shapes of D5); the language model runs an LSTM
+layer with state dropout through this file.
 """
 
 from __future__ import annotations
