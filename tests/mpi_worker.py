@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from numlstm import SGD, LanguageModel  # noqa: E402
+from numlstm import SGD, Dropout, LanguageModel  # noqa: E402
 from numlstm import train as train_module  # noqa: E402
 from numlstm.config import Config  # noqa: E402
 from numlstm.fast import distributed  # noqa: E402
@@ -82,12 +82,21 @@ def lengths_batch(dtype: str):
     return model, x, y, np.array([0, T, 2, 3, T, 1])
 
 
-def run_lengths(dtype: str, threads: int, dist: distributed.Distributed) -> dict:
+def dropout_for(name: str) -> float | Dropout:
+    """The dropout of a "lengths" run: "float" the tutorial's keep_prob 0.5; otherwise every
+    DropoutWrapper site with masks of that variational mode ("fresh", "sequence", "batch")."""
+    if name == "float":
+        return 0.5
+    return Dropout(0.8, 0.7, 0.6, 0.7, None if name == "fresh" else name)
+
+
+def run_lengths(dtype: str, threads: int, dist: distributed.Distributed,
+                dropout: str = "float") -> dict:  # fmt: skip
     model, x, y, lengths = lengths_batch(dtype)
     with distributed.DistributedStep(model, dist, threads) as step:
-        loss, grads, state = step.loss_and_grads(
-            x, y, model.init_state(B), 0.5, np.random.default_rng(6), lengths=lengths
-        )
+        keep, rng = dropout_for(dropout), np.random.default_rng(6)
+        loss, grads, state = step.loss_and_grads(x, y, model.init_state(B), keep, rng,
+                                                 lengths=lengths)  # fmt: skip
         out = {f"grad.{k}": (g.to_dense() if hasattr(g, "to_dense") else g).copy()
                for k, g in grads.items()}  # fmt: skip
         out["loss"] = np.array(loss)
@@ -102,7 +111,7 @@ def main(argv: list[str]) -> int:
     command, target, dtype = argv[0], Path(argv[1]), argv[2]
     if command == "lengths":
         dist = distributed.start()
-        result = run_lengths(dtype, int(argv[3]), dist)
+        result = run_lengths(dtype, int(argv[3]), dist, *argv[4:5])
         if dist.is_root:
             np.savez(target, **result)
         return 0
