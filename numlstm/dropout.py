@@ -50,6 +50,9 @@ def check_keep_prob(name: str, value: object) -> float:
 class Dropout:
     """Where the language model drops activations, and how its masks are shared.
 
+    ``Dropout()`` drops nothing; ``Dropout.from_keep_prob(k)`` is the PTB tutorial's dropout
+    (the embedding and every layer's output, fresh masks), what a float ``keep_prob`` means.
+
     Parameters
     ----------
     embedding_keep_prob : keep probability of the embedded words (D1).
@@ -63,9 +66,6 @@ class Dropout:
         ``dropout``/``recurrent_dropout``); "batch": one mask per site shared by every row
         of the batch, the same at every step (TensorFlow's ``variational_recurrent=True``,
         noise shape [1, W]). See D5 of docs/dropout.md.
-
-    ``Dropout()`` drops nothing; ``Dropout.from_keep_prob(k)`` is the PTB tutorial's dropout
-    (the embedding and every layer's output, fresh masks), what a float ``keep_prob`` means.
     """
 
     embedding_keep_prob: float = 1.0
