@@ -26,6 +26,7 @@ import os as _os
 # it must be set before Numba starts its threads, i.e. before the first kernel runs.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .dropout import Dropout
 from .fast.fast_eval import evaluate_sequence
 from .fast.parallel import DataParallel, default_threads
 from .fast.sparse import IndexedRows
@@ -68,3 +69,5 @@ __all__ = [
 ]  # fmt: skip
 # LSTMP (peepholes, cell clip, projection; docs/lstmp.md)
 __all__ += ["LSTMPCache", "lstmp_forward", "lstmp_backward"]
+# DropoutWrapper sites and variational masks (docs/dropout.md)
+__all__ += ["Dropout"]

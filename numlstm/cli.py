@@ -10,6 +10,7 @@ commands:
 examples:
   python -m numlstm train --config small [--cell gru] [--data-dir DIR] [--out DIR] [--resume]
   python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
+  python -m numlstm train --config medium --variational sequence --state-keep-prob 0.8
   python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
   python -m numlstm generate --checkpoint ... --prime "the company said" --words 50
   mpirun -n 4 python -m numlstm train --config medium     # one run over 4 MPI processes
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .config import CONFIGS, MODEL_OPTIONS, get_config
+from .dropout import check_cell
 from .io import ptb
 
 DATA_HINT = ("pass --data-dir DIR (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt) "
@@ -163,6 +165,13 @@ def train_main(argv: list[str] | None = None) -> int:
         if f.name in MODEL_OPTIONS:
             continue  # below, with their own types
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.name == "variational":  # docs/dropout.md D5: per sequence (Gal) or per batch (TF)
+            overrides.add_argument(*flags, dest=f.name, default=None,
+                                   choices=["sequence", "batch"],
+                                   help="variational dropout masks: one per sequence "
+                                   "(Gal & Ghahramani, Keras) or one per batch (TensorFlow's "
+                                   "variational_recurrent), the same at every step")  # fmt: skip
+            continue
         overrides.add_argument(*flags, dest=f.name, type=int if f.type == "int" else float,
                                default=None, metavar="V")  # fmt: skip
     options = p.add_argument_group("model options (LSTM; docs/lstmp.md, docs/layers.md 4.3)")
@@ -241,6 +250,7 @@ def _train(args: argparse.Namespace) -> int:
              if getattr(config, k) not in (None, False)]  # fmt: skip
     if args.cell != "lstm" and lstmp:  # before the data is loaded
         raise ValueError(f"{', '.join(lstmp)}: the LSTMP options need --cell lstm")
+    check_cell(config.dropout(), args.cell)  # before loading any data
     out = args.out or f"runs/{args.config}-{args.cell}"
     print_(f"config {args.config}: {config}")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None

@@ -9,6 +9,12 @@ Medium and Large the regularised ones (dropout 1 - keep_prob on non-recurrent co
 | medium | 2      | 650    | 35    | 0.5       | 5             | 39     | 82.7                    |
 | large  | 2      | 1500   | 35    | 0.35      | 10            | 55     | 78.4                    |
 | test   | 1      | 2      | 2     | 1.0       | 1             | 1      | (a smoke test)          |
+
+Beyond the tutorial, the dropout sites of TensorFlow's DropoutWrapper and variational masks
+(``numlstm.Dropout``, docs/dropout.md): ``embedding_keep_prob``, ``input_keep_prob``,
+``output_keep_prob``, ``state_keep_prob`` (None: derived from ``keep_prob`` as the tutorial
+does, i.e. ``keep_prob`` on the embedding and the outputs, no input or state dropout) and
+``variational`` (None, "sequence" or "batch"). Every config leaves them at None.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+
+from .dropout import VARIATIONAL, Dropout
 
 # Sane upper limits: far above any published PTB model, low enough that a typo (an extra digit
 # or three) is caught here rather than by a MemoryError or a Numba failure hours later.
@@ -51,6 +59,28 @@ class Config:
     proj_clip: float | None = None  # clip the projection (P8); needs num_proj
     tie_embeddings: bool = False  # softmax weights = embedding.T (T1)
     embedding_size: int | None = None  # E; None: hidden_size
+    # DropoutWrapper sites (docs/dropout.md); None: derived from keep_prob (``dropout()``)
+    embedding_keep_prob: float | None = None
+    input_keep_prob: float | None = None
+    output_keep_prob: float | None = None
+    state_keep_prob: float | None = None
+    variational: str | None = None  # None, "sequence" (Gal, Keras) or "batch" (TensorFlow)
+
+    def dropout(self) -> Dropout:
+        """The run's ``Dropout``: each site's field, or where it is None the tutorial's use of
+        ``keep_prob`` (the embedding and every layer's output; no input or state dropout). With
+        every new field None this is ``Dropout.from_keep_prob(keep_prob)``: today's runs."""
+
+        def pick(value: float | None, default: float) -> float:
+            return default if value is None else value
+
+        return Dropout(
+            embedding_keep_prob=pick(self.embedding_keep_prob, self.keep_prob),
+            input_keep_prob=pick(self.input_keep_prob, 1.0),
+            output_keep_prob=pick(self.output_keep_prob, self.keep_prob),
+            state_keep_prob=pick(self.state_keep_prob, 1.0),
+            variational=self.variational,
+        )
 
     def lr_at(self, epoch: int) -> float:
         """(O4) learning rate of the 0-based ``epoch``: lr * lr_decay^max(epoch+1-max_epoch, 0)."""
@@ -88,6 +118,17 @@ class Config:
         if self.keep_prob > 1:
             raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob}")
         self._validate_model_options()
+        for name in ("embedding_keep_prob", "input_keep_prob", "output_keep_prob",
+                     "state_keep_prob"):  # fmt: skip
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+                raise ValueError(f"{name} must be a number in (0, 1] (or None: derived from "
+                                 f"keep_prob), got {v!r}")  # fmt: skip
+        if self.variational not in VARIATIONAL:
+            raise ValueError(f"variational must be None, 'sequence' or 'batch', "
+                             f"got {self.variational!r}")  # fmt: skip
         if self.init_scale > MAX_INIT_SCALE:
             raise ValueError(f"init_scale must be <= {MAX_INIT_SCALE:g} (weights are uniform in "
                              f"[-init_scale, init_scale]), got {self.init_scale}")  # fmt: skip

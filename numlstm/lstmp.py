@@ -14,6 +14,10 @@ GEMM per step for the recurrence (P1) and one for the projection (P8), one fused
 for the gates, peepholes and cell clip (P2-P7, ``kernels.lstmp_cell_forward``); backward, the
 weight gradients are single GEMMs over all steps. The projection's clip (P8, dP8) is NumPy.
 There is no Numba time loop (``fast/timeloop.py``) for this layer.
+
+``state_mask=`` adds state dropout on h_{t-1} where it enters the recurrent product (D4 of
+``docs/dropout.md``, with the variational mask shapes of D5); the language model runs an LSTM
+layer with state dropout through this file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from numbers import Real
 
 import numpy as np
 
-from . import _checks, kernels, sequences
+from . import _checks, dropout, kernels, sequences
 from .fast.blas import matmul_into
 
 
@@ -37,7 +41,8 @@ class LSTMPCache:
     c[0] = c0, clipped (P5); cu (T, B, H) the cells before the clip (P4; a view of c[1:] when
     there is no cell clip); tc (T, B, H) = tanh(c[1:]); m (T, B, H) = o ⊙ tanh(c) (P7) when
     projecting, else None (then m = h[1:]); hu (T, B, P) the projection before its clip (P8)
-    or None; has_peepholes: whether to return dpeepholes; lengths (B,) or None.
+    or None; has_peepholes: whether to return dpeepholes; lengths (B,) or None; state_mask and
+    hd: the state dropout's mask and the dropped h_{t-1} (D4), or None.
     """
 
     x: np.ndarray
@@ -56,6 +61,8 @@ class LSTMPCache:
     hu: np.ndarray | None
     has_peepholes: bool
     lengths: np.ndarray | None = None
+    state_mask: np.ndarray | None = None  # (T, B, P), (B, P) or (1, P): D4 with D5
+    hd: np.ndarray | None = None  # (T, B, P) the dropped h_{t-1} ⊙ m_t that entered P1 (D4)
 
 
 def _bound(name: str, value: object) -> float | None:
@@ -68,6 +75,21 @@ def _bound(name: str, value: object) -> float | None:
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0 (or None for no clip), got {value}")
     return value
+
+
+def _check_state_mask(state_mask, T: int, B: int, P: int, dt: np.dtype):
+    """(D5) A state dropout mask: (T, B, P) fresh per step, (B, P) per sequence or (1, P) per
+    batch, of x's dtype and finite; None for no state dropout."""
+    if state_mask is None:
+        return None
+    if not isinstance(state_mask, np.ndarray):
+        raise TypeError(f"state_mask must be a numpy array, got {type(state_mask).__name__}")
+    state_mask = _checks.float_array("state_mask", state_mask, state_mask.ndim, dt)
+    if state_mask.shape not in ((T, B, P), (B, P), (1, P)):
+        raise ValueError(f"state_mask must have shape (T, B, P) = {(T, B, P)}, (B, P) = "
+                         f"{(B, P)} or (1, P) = {(1, P)}, got {state_mask.shape}")  # fmt: skip
+    _checks.expect_finite(state_mask=state_mask)
+    return state_mask
 
 
 def _check_lstmp(x, h0, c0, Wx, Wh, b, forget_bias, peepholes, cell_clip, W_proj, proj_clip):
@@ -133,6 +155,7 @@ def lstmp_forward(
     W_proj: np.ndarray | None = None,
     proj_clip: float | None = None,
     lengths: np.ndarray | None = None,
+    state_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMPCache]:
     """Run an LSTMP layer over a whole sequence (P1-P8 of docs/lstmp.md).
 
@@ -158,6 +181,10 @@ def lstmp_forward(
     W_proj : (H, P) projection, or None (P = H, h_t = m_t).
     proj_clip : bound of P8 (> 0, finite; needs W_proj), or None.
     lengths : (B,) integers in [0, T], or None: as in ``lstm_forward`` (M1-M2 of docs/rnn.md).
+    state_mask : the scaled mask m / p of state dropout (D4 of docs/dropout.md), or None:
+        h_{t-1} ⊙ m_t replaces h_{t-1} in P1's product h_{t-1} Wh (and nowhere else: the
+        state carried on, hT, is not dropped). (T, B, P): a fresh mask m_t per step;
+        (B, P) or (1, P): the same mask at every step (variational, D5).
 
     Returns
     -------
@@ -167,16 +194,21 @@ def lstmp_forward(
     """
     args = _check_lstmp(x, h0, c0, Wx, Wh, b, forget_bias, peepholes, cell_clip, W_proj, proj_clip)
     x, h0, c0, Wx, Wh, b, peepholes, cell_clip, W_proj, proj_clip = args
-    lengths = sequences.prepare_lengths(lengths, x.shape[0], x.shape[1])
+    T, B = x.shape[:2]
+    state_mask = _check_state_mask(state_mask, T, B, h0.shape[1], x.dtype)
+    lengths = sequences.prepare_lengths(lengths, T, B)
     return lstmp_forward_unchecked(
-        x, h0, c0, Wx, Wh, b, forget_bias, peepholes, cell_clip, W_proj, proj_clip, lengths
-    )
+        x, h0, c0, Wx, Wh, b, forget_bias, peepholes, cell_clip, W_proj, proj_clip, lengths,
+        state_mask=state_mask,
+    )  # fmt: skip
 
 
 def lstmp_forward_unchecked(
-    x, h0, c0, Wx, Wh, b, forget_bias, peepholes, cell_clip, W_proj, proj_clip, lengths
-):
-    """``lstmp_forward`` without validation; ``lengths`` validated (``prepare_lengths``)."""
+    x, h0, c0, Wx, Wh, b, forget_bias, peepholes, cell_clip, W_proj, proj_clip, lengths, *,
+    state_mask=None,
+):  # fmt: skip
+    """``lstmp_forward`` without validation; ``lengths`` validated (``prepare_lengths``),
+    ``state_mask`` of a shape D5 allows, or None."""
     T, B, D = x.shape
     H = c0.shape[1]
     P = h0.shape[1]
@@ -197,12 +229,17 @@ def lstmp_forward_unchecked(
     m = np.empty((T, B, H), dt) if W_proj is not None else h[1:]
     hu = np.empty((T, B, P), dt) if proj_clip is not None else None
     ah = np.empty((B, 4 * H), dt)
+    hd = np.empty((T, B, P), dt) if state_mask is not None else None  # D4: h_{t-1} ⊙ m_t
     # (P1) x_t Wx for all T steps in one GEMM; the kernel adds b and h_{t-1} Wh.
     matmul_into(x.reshape(T * B, D), Wx, ax.reshape(T * B, 4 * H))
     h[0] = h0
     c[0] = c0
     for t in range(T):  # step t+1: h[t], c[t] hold h_{t-1}, c_{t-1} of the equations
-        matmul_into(h[t], Wh, ah)  # (P1) the product h_{t-1} Wh
+        if state_mask is None:
+            matmul_into(h[t], Wh, ah)  # (P1) the product h_{t-1} Wh
+        else:  # (D4) the product takes the dropped (h_{t-1} ⊙ m_t) Wh; D5: m_t of a mask
+            np.multiply(h[t], dropout.step_mask(state_mask, t), out=hd[t])
+            matmul_into(hd[t], Wh, ah)
         kernels.lstmp_cell_forward(
             ax[t], ah, b, c[t], forget_bias, peep, cclip, gates[t], cu[t], c[t + 1], tc[t], m[t]
         )
@@ -225,7 +262,7 @@ def lstmp_forward_unchecked(
     hs.flags.writeable = False  # a view into the cache: writing to it would corrupt backward
     cache = LSTMPCache(
         x, Wx, Wh, peep, W_proj, cclip, pclip, gates, h, c, cu, tc,
-        m if W_proj is not None else None, hu, has_peepholes, lengths,
+        m if W_proj is not None else None, hu, has_peepholes, lengths, state_mask, hd,
     )  # fmt: skip
     return hs, hT, cT, cache
 
@@ -321,8 +358,11 @@ def lstmp_backward_unchecked(dhs, dhT, dcT, cache: LSTMPCache) -> tuple:
             #   (dP2) da^i = di ⊙ i(1 - i), da^f = df ⊙ f(1 - f);
             #         dc_{t-1} += da^i ⊙ w_ci + da^f ⊙ w_cf
             matmul_into(da[t], WhT, dh)  # (dP1) dh_{t-1} = da_t Whᵀ
+            if cache.state_mask is not None:
+                dh *= dropout.step_mask(cache.state_mask, t)  # (dD4) dh_{t-1} = (da_t Whᵀ) ⊙ m_t
     dA = da.reshape(T * B, 4 * H)
-    dWh = cache.h[:T].reshape(T * B, P).T @ dA  # (dP1) dWh = Σ h_{t-1}ᵀ da_t
+    h_in = cache.h[:T] if cache.hd is None else cache.hd  # (dD4) the h_{t-1} ⊙ m_t of P1
+    dWh = h_in.reshape(T * B, P).T @ dA  # (dP1) dWh = Σ h_{t-1}ᵀ da_t
     dWx = x.reshape(T * B, D).T @ dA  # (dP1) dWx = Σ x_tᵀ da_t
     db = dA.sum(axis=0)  # (dP1) db
     dx = (dA @ Wx.T).reshape(T, B, D)  # (dP1) dx_t = da_t Wxᵀ

@@ -8,7 +8,11 @@ Options (off by default): the LSTMP cell of docs/lstmp.md (P1-P8: peepholes, cel
 projection to P and its clip), an embedding width E other than H, and tied input and output
 embeddings (T1, dT1 in docs/layers.md section 4.3).
 
-Dropout is applied only to the non-recurrent connections (between layers, never on h -> h).
+With a float ``keep_prob`` (the tutorial's dropout) dropout is applied only to the
+non-recurrent connections (between layers, never on h -> h). A ``numlstm.Dropout`` adds the
+DropoutWrapper's sites (``dropout.py``, docs/dropout.md): each layer's input (D2) and output
+(D3), h_{t-1} inside an LSTM's recurrence (D4; such a layer runs ``lstmp.py``'s loop), and
+variational masks (D5).
 The state (the final h, c of each layer) is returned by every call so that the caller can
 pass it to the next batch: truncated backpropagation through time carries the *state* across
 batches but not the gradient. See ``docs/layers.md`` (section "Stacked language model").
@@ -23,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, kernels, sequences
+from . import dropout as _dropout
+from .dropout import Dropout
 from .fast.blas import matmul_into
 from .fast.sparse import IndexedRows
 from .fast.workspace import Workspace
@@ -31,16 +37,18 @@ from .layers import (
     LOCAL,
     SoftmaxGrad,
     dropout_backward,
-    dropout_forward,
     dropout_mask,
     softmax_xent_forward_backward_unchecked,
     softmax_xent_loss_unchecked,
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
-from .lstmp import _bound, lstmp_backward_unchecked, lstmp_forward_unchecked
+from .lstmp import LSTMPCache, _bound, lstmp_backward_unchecked, lstmp_forward_unchecked
 
 State = list[tuple[np.ndarray, ...]]
 CELLS = ("lstm", "gru")
+KeepProb = float | Dropout  # what every keep_prob argument accepts
+Masks = Sequence[np.ndarray | None] | dict[str, np.ndarray | None]
+_NO_DROPOUT = Dropout()
 
 
 @dataclass
@@ -48,7 +56,7 @@ class _Pass:
     """Everything the backward pass needs from one forward pass."""
 
     ids: np.ndarray  # (T, B) time-major token ids
-    masks: list = field(default_factory=list)  # dropout masks: embedding, then each layer
+    masks: dict = field(default_factory=dict)  # dropout masks by site (dropout.py); None: none
     caches: list = field(default_factory=list)  # one LSTMCache / GRUCache per layer
 
 
@@ -270,53 +278,63 @@ class LanguageModel:
                     raise ValueError(f"state[{layer}] contains NaN or inf")
         return x, y
 
-    def _mask_widths(self) -> list[int]:
-        """The width of each dropout site: the embedding's E, then each layer's output P."""
-        return [self.embedding_size] + [self.output_size] * self.num_layers
+    def _site_widths(self) -> dict[str, int]:
+        """The width of each dropout site (D1-D4): the embedding's E; layer l's input E (l = 0)
+        or P; its state h_{t-1} and its output P (all H by default)."""
+        E, P = self.embedding_size, self.output_size
+        widths = {"embedding": E}
+        for layer in range(self.num_layers):
+            widths[f"l{layer}.input"] = E if layer == 0 else P
+            widths[f"l{layer}.state"] = widths[f"l{layer}.output"] = P
+        return widths
 
-    def _check_masks(self, masks, B: int, T: int) -> None:
-        """Fixed dropout masks must be (T, B, width) arrays of the model's dtype (or None): a
-        float64 mask would silently turn a float32 model's activations and gradients float64.
-        The width is H for every site by default; E for the embedding's, P for the layers'."""
-        for k, (m, w) in enumerate(zip(masks or (), self._mask_widths(), strict=False)):
-            if m is None:
-                continue
-            if not isinstance(m, np.ndarray) or m.shape != (T, B, w):
-                got = getattr(m, "shape", m)
-                sym = "H" if w == self.hidden_size else ("E" if k == 0 else "P")
-                raise ValueError(f"masks[{k}] must be an array of shape (T, B, {sym}) = "
-                                 f"{(T, B, w)}, got {got}")  # fmt: skip
-            if m.dtype != self.dtype:
-                raise TypeError(f"masks[{k}] must be {self.dtype} like the model, got {m.dtype}")
+    def _check_masks(self, masks, B: int, T: int) -> dict | None:
+        """Fixed dropout masks (list or dict form, ``dropout.normalize``) checked against the
+        batch: each of a shape D5 allows, as wide as its site, and of the model's dtype.
+        Returns {site: mask}."""
+        if masks is None:
+            return None
+        fixed = _dropout.normalize(masks, self.num_layers)
+        widths = self._site_widths()
+        for site, (name, m) in fixed.items():
+            _dropout.check_mask(name, m, T, B, widths[site], self.dtype)
+        return {site: m for site, (_, m) in fixed.items()}
 
-    def _forward(self, x, state, keep_prob, rng, masks, ws, lengths=None):
+    def _forward(self, x, state, dropout, rng, masks, ws, lengths=None):
         """Embedding and recurrent layers. Returns (top hidden states (T, B, H), state, pass).
 
+        ``dropout`` a checked ``Dropout``; ``masks`` the checked fixed masks {site: mask}, or
+        None to draw them from ``rng`` (all at once, in the order ``draw_masks`` draws them).
         ``lengths``: prepared (B,) int64 or None; each layer runs the masked update M1-M3, so
         the top states are zero past each row's end and the state is the one after its end."""
         p = self.params
         ids = np.ascontiguousarray(x.T)  # (T, B): the layers are time-major
-        fw = _Pass(ids)
-        inp = np.take(p["embedding"], ids, axis=0)  # (E1) (T, B, H)
-        mask_iter = iter(masks) if masks is not None else None
+        T, B = ids.shape
+        if masks is None:
+            masks = {}
+            if dropout.active:
+                masks = _dropout.draw(self.num_layers, T, B, self._site_widths(), dropout, rng,
+                                      self.dtype)  # fmt: skip
+        fw = _Pass(ids, masks)
 
-        def drop(a):
-            if mask_iter is not None:
-                out, m = dropout_forward(a, keep_prob, mask=next(mask_iter))
-            else:
-                out, m = dropout_forward(a, keep_prob, rng)  # (D1)
-            fw.masks.append(m)
-            return out
+        def drop(a, site):  # (D1) embedding, (D2) input, (D3) output: a ⊙ m / p, or a itself
+            m = masks.get(site)
+            return a if m is None else a * m  # D5: a (B, H) or (1, H) mask broadcasts
 
-        inp = drop(inp)
+        inp = drop(np.take(p["embedding"], ids, axis=0), "embedding")  # (E1) (T, B, H), (D1)
         new_state: State = []
         for layer in range(self.num_layers):
-            if self._lstmp:  # P1-P8
+            inp = drop(inp, f"l{layer}.input")  # (D2)
+            state_mask = masks.get(f"l{layer}.state")
+            if self._lstmp or (self.cell == "lstm" and state_mask is not None):
+                # P1-P8 (the model's LSTMP options), and (D4) state dropout inside the
+                # recurrence: lstmp.py's step loop
                 h0, c0 = state[layer]
                 hs, hT, cT, cache = lstmp_forward_unchecked(
                     inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
                     self.forget_bias, p.get(f"l{layer}.peepholes"), self.cell_clip,
-                    p.get(f"l{layer}.W_proj"), self.proj_clip, lengths)  # fmt: skip
+                    p.get(f"l{layer}.W_proj"), self.proj_clip, lengths,
+                    state_mask=state_mask)  # fmt: skip
                 new_state.append((hT, cT))
             elif self.cell == "lstm":
                 h0, c0 = state[layer]
@@ -332,26 +350,25 @@ class LanguageModel:
                     lengths=lengths)  # fmt: skip
                 new_state.append((hT,))
             fw.caches.append(cache)
-            inp = drop(hs)
+            inp = drop(hs, f"l{layer}.output")  # (D3), D1 in the tutorial's model
         return inp, new_state, fw
 
-    def _check_dropout(self, keep_prob, rng, masks):
-        if not 0.0 < keep_prob <= 1.0:
-            raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
-        if keep_prob < 1.0 and rng is None and masks is None:
+    def _check_dropout(self, keep_prob, rng, masks) -> Dropout:
+        """``keep_prob`` (a float or a ``Dropout``) as a ``Dropout``, checked for this model."""
+        dropout = _dropout.as_dropout(keep_prob)  # ValueError naming keep_prob or the field
+        _dropout.check_cell(dropout, self.cell)
+        if dropout.active and rng is None and masks is None:
             raise ValueError("keep_prob < 1 needs rng (a numpy.random.Generator) for dropout")
-        if masks is not None and len(masks) != self.num_layers + 1:
-            raise ValueError(f"masks must hold {self.num_layers + 1} entries (the embedding, then "
-                             f"each layer's output), got {len(masks)}")  # fmt: skip
+        return dropout
 
     def check_batch(
         self,
         x: np.ndarray,
         y: np.ndarray,
         state: State,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Validate the arguments of ``loss_and_grads``; returns x, y as contiguous arrays.
@@ -359,17 +376,21 @@ class LanguageModel:
         Raises ``ValueError``/``TypeError`` as ``loss_and_grads`` would, before any work: for a
         caller that splits the batch itself (``fast/parallel.py``) and must check it whole.
         """
-        x, y, _ = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        x, y, *_ = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         return x, y
 
     def _checked(self, x, y, state, keep_prob, rng, masks, lengths):
-        """``check_batch``, also returning the prepared lengths: a (B,) int64 array, or None
-        when there are none or every row has all T steps (then nothing is masked)."""
-        self._check_dropout(keep_prob, rng, masks)
+        """``check_batch``, also returning the prepared lengths (a (B,) int64 array, or None
+        when there are none or every row has all T steps: then nothing is masked), the
+        ``Dropout`` and the checked fixed masks {site: mask} (or None)."""
+        dropout = self._check_dropout(keep_prob, rng, masks)
         x, y = self._check_inputs(x, y, state)
-        self._check_masks(masks, *x.shape)
+        masks = self._check_masks(masks, *x.shape)
+        if self.cell == "gru" and masks and any(k.endswith(".state") for k in masks):
+            raise ValueError("masks has a state mask ('l*.state'), but state dropout (D4) is "
+                             "supported for cell='lstm' only, not cell='gru'")  # fmt: skip
         B, T = x.shape
-        return x, y, sequences.prepare_lengths(lengths, T, B)
+        return x, y, sequences.prepare_lengths(lengths, T, B), dropout, masks
 
     @staticmethod
     def _valid_rows(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
@@ -383,10 +404,10 @@ class LanguageModel:
         x: np.ndarray,
         y: np.ndarray,
         state: State,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
         *,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[float, State]:
         """Loss of a (B, T) batch: sum of -log p(y) over all B * T words, divided by B.
@@ -403,9 +424,9 @@ class LanguageModel:
         sum(lengths).
         """
         ws = self._ws_eval
-        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        x, y, lengths, dropout, masks = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         B, T = x.shape
-        top, new_state, _ = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
+        top, new_state, _ = self._forward(x, state, dropout, rng, masks, ws, lengths)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         # S1-S3; with lengths S3m: the padded positions' losses do not count
         loss = softmax_xent_loss_unchecked(
@@ -418,18 +439,22 @@ class LanguageModel:
         x: np.ndarray,
         y: np.ndarray,
         state: State,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
         *,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         sparse_embedding: bool = False,
         lengths: np.ndarray | None = None,
     ) -> tuple[float, dict[str, np.ndarray], State]:
         """Training step's loss (as ``loss``) and gradients of every parameter.
 
-        keep_prob < 1 applies dropout with masks drawn from ``rng``; ``masks`` (one per dropout
-        site: embedding, then each layer's output; None where unused) fixes them instead, e.g.
-        for a gradient check. Gradients do not flow into ``state`` (truncated BPTT).
+        keep_prob < 1 applies dropout with masks drawn from ``rng``: a float is the tutorial's
+        dropout (the embedding and every layer's output, D1), a ``numlstm.Dropout`` chooses
+        the sites (input, output, state) and variational masks (docs/dropout.md). ``masks``
+        fixes the masks instead, e.g. for a gradient check, and ``rng`` is then not used: a list
+        (one per site of D1: embedding, then each layer's output; None where unused) or a dict
+        {site: mask} as ``draw_masks`` returns (a site left out or None is not dropped).
+        Gradients do not flow into ``state`` (truncated BPTT).
         ``sparse_embedding=True`` returns the embedding's gradient as ``IndexedRows`` (only the
         rows of the batch's words, see ``fast/sparse.py``) instead of a dense (V, H) array;
         ``global_norm``, ``clip_by_global_norm``, ``SGD`` and ``Adam`` accept either. With
@@ -442,8 +467,8 @@ class LanguageModel:
         buffers owned by the model and overwritten by its next ``loss_and_grads`` call (that
         keeps a step free of large allocations); copy them to keep them.
         """
-        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
-        r = self._forward_backward(x, y, state, keep_prob, rng, masks, x.shape[0], LOCAL, lengths)
+        x, y, lengths, dropout, masks = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        r = self._forward_backward(x, y, state, dropout, rng, masks, x.shape[0], LOCAL, lengths)
         r.grads["embedding"] = self._embedding_grad(
             r.ids, r.d_embedded, sparse_embedding, r.grads.get("softmax_w")
         )
@@ -455,10 +480,10 @@ class LanguageModel:
         y: np.ndarray,
         state: State,
         batch_size: int,
-        keep_prob: float = 1.0,
+        keep_prob: KeepProb = 1.0,
         rng: np.random.Generator | None = None,
         *,
-        masks: Sequence[np.ndarray | None] | None = None,
+        masks: Masks | None = None,
         softmax_grad: SoftmaxGrad = LOCAL,
         lengths: np.ndarray | None = None,
     ) -> RowsResult:
@@ -485,16 +510,16 @@ class LanguageModel:
         ``lengths`` (b,): these rows' lengths, as in ``loss_and_grads`` (S3m sums over rows
         too, so the parts still add up).
         """
-        x, y, lengths = self._checked(x, y, state, keep_prob, rng, masks, lengths)
+        x, y, lengths, dropout, masks = self._checked(x, y, state, keep_prob, rng, masks, lengths)
         if int(batch_size) != batch_size or batch_size < x.shape[0]:
             raise ValueError(f"batch_size must be an integer >= the {x.shape[0]} rows of x, "
                              f"got {batch_size}")  # fmt: skip
         return self._forward_backward(
-            x, y, state, keep_prob, rng, masks, batch_size, softmax_grad, lengths
+            x, y, state, dropout, rng, masks, batch_size, softmax_grad, lengths
         )
 
     def _forward_backward(
-        self, x, y, state, keep_prob, rng, masks, batch_size, softmax_grad, lengths=None
+        self, x, y, state, dropout, rng, masks, batch_size, softmax_grad, lengths=None
     ):
         """Forward and backward of checked inputs, all but the embedding's gradient (dE1).
 
@@ -506,7 +531,7 @@ class LanguageModel:
         P, E = self.output_size, self.embedding_size  # both H by default
         ws = self._ws_train
         B, T = x.shape
-        top, new_state, fw = self._forward(x, state, keep_prob, rng, masks, ws, lengths)
+        top, new_state, fw = self._forward(x, state, dropout, rng, masks, ws, lengths)
         targets = np.ascontiguousarray(y.T).reshape(-1)  # time-major, as the rows of top
         # S1-S3 and their backward; with lengths S3m and dS3m (padded rows of dZ zero). Tied
         # (T1): W is embedding.T, and dW is the first of dT1's two terms (embedding_grad).
@@ -517,11 +542,14 @@ class LanguageModel:
         d = dh.reshape(T, B, P)
         zeros = np.zeros((B, H), self.dtype)  # truncated BPTT: no gradient from the next batch
         zeros_h = zeros if P == H else np.zeros((B, P), self.dtype)
+        masks = fw.masks
         for layer in range(self.num_layers - 1, -1, -1):
-            d = np.ascontiguousarray(dropout_backward(d, fw.masks[layer + 1]))  # dD1
-            if self._lstmp:  # dP8-dP1
+            # (dD3), dD1 in the tutorial's model
+            d = np.ascontiguousarray(dropout_backward(d, masks.get(f"l{layer}.output")))
+            cache = fw.caches[layer]
+            if isinstance(cache, LSTMPCache):  # dP8-dP1; with state dropout dD4 inside
                 d, _, _, dWx, dWh, db, dpeep, dW_proj = lstmp_backward_unchecked(
-                    d, zeros_h, zeros, fw.caches[layer])  # fmt: skip
+                    d, zeros_h, zeros, cache)  # fmt: skip
                 grads[f"l{layer}.b"] = db
                 if dpeep is not None:
                     grads[f"l{layer}.peepholes"] = dpeep
@@ -529,14 +557,15 @@ class LanguageModel:
                     grads[f"l{layer}.W_proj"] = dW_proj
             elif self.cell == "lstm":
                 d, _, _, dWx, dWh, db = lstm_backward_unchecked(
-                    d, zeros, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
+                    d, zeros, zeros, cache, ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.b"] = db
             else:
                 d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(
-                    d, zeros, fw.caches[layer], ws, f"l{layer}", need_dh0=False)  # fmt: skip
+                    d, zeros, cache, ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
             grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
-        d = dropout_backward(d, fw.masks[0]).reshape(T * B, E)  # dD1
+            d = dropout_backward(d, masks.get(f"l{layer}.input"))  # (dD2)
+        d = dropout_backward(d, masks.get("embedding")).reshape(T * B, E)  # dD1
         return RowsResult(loss, grads, d, fw.ids.reshape(-1), new_state)
 
     def embedding_grad(
@@ -603,13 +632,31 @@ class LanguageModel:
         rows[:] = np.arange(self.vocab_size)
         return IndexedRows(rows, demb, demb.shape)
 
-    def draw_masks(self, T: int, B: int, keep_prob: float, rng) -> list[np.ndarray] | None:
+    def draw_masks(
+        self, T: int, B: int, keep_prob: KeepProb, rng: np.random.Generator
+    ) -> list[np.ndarray] | dict[str, np.ndarray | None] | None:
         """The dropout masks a (B, T) batch's forward pass would draw from ``rng``, drawn now in
-        the same order (embedding, then each layer; (T, B, H) each, or (T, B, E) and (T, B, P)
-        with embedding_size and proj_size). None when keep_prob = 1."""
-        if keep_prob == 1.0:
+        the same order; None when nothing is dropped.
+
+        A float ``keep_prob``: the list of D1, the embedding's, then each layer's output's,
+        (T, B, H) each (as before ``Dropout`` existed; (T, B, E) and (T, B, P) with
+        embedding_size and proj_size). A ``Dropout``: a dict {site: mask or None} over every
+        site ("embedding", then per layer "l{l}.input", "l{l}.state", "l{l}.output"), each of
+        the shape D5 gives it: (T, B, W) fresh, (B, W) per sequence, (1, W) for the whole
+        batch, W the site's width (``_site_widths``). Either passes back as ``masks=``;
+        ``dropout.slice_rows`` takes some rows of them for a part of the batch.
+        """
+        if not isinstance(keep_prob, Dropout):
+            if keep_prob == 1.0:
+                return None
+            widths = self._site_widths()
+            sites = ["embedding"] + [f"l{layer}.output" for layer in range(self.num_layers)]
+            return [dropout_mask((T, B, widths[site]), keep_prob, rng, self.dtype)
+                    for site in sites]  # fmt: skip
+        dropout = self._check_dropout(keep_prob, rng, None)
+        if not dropout.active:
             return None
-        return [dropout_mask((T, B, w), keep_prob, rng, self.dtype) for w in self._mask_widths()]
+        return _dropout.draw(self.num_layers, T, B, self._site_widths(), dropout, rng, self.dtype)
 
     def replica(self) -> LanguageModel:
         """A model sharing this one's parameters (the same ``params`` dict and arrays) with its
@@ -624,7 +671,7 @@ class LanguageModel:
         """Unnormalised next-word scores (B, T, V) for every position of x (B, T), no dropout."""
         x, _ = self._check_inputs(x, None, state)
         B, T = x.shape
-        top, new_state, _ = self._forward(x, state, 1.0, None, None, self._ws_eval)
+        top, new_state, _ = self._forward(x, state, _NO_DROPOUT, None, None, self._ws_eval)
         z = np.empty((T * B, self.vocab_size), self.dtype)
         matmul_into(top.reshape(T * B, -1), self.softmax_weight(), z)  # (S1), tied: (T1)
         z += self.params["softmax_b"]

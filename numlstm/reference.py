@@ -135,17 +135,23 @@ def lstm_forward(
     forget_bias: float = 0.0,
     *,
     lengths: np.ndarray | None = None,
+    state_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Cache]]:
     """L1-L6 for t = 1..T: x (T, B, D), h0, c0 (B, H) -> hs (T, B, H), hT, cT, caches.
 
     ``lengths`` (B,): the masked update M1-M2 of rnn.md section 5 at every step (past its end
     a sequence keeps its state and outputs zeros); None: every step is real.
+    ``state_mask``: state dropout (D4 of dropout.md), the scaled mask m / p, (T, B, H) or, the
+    same at every step, (B, H) or (1, H) (D5); h_{t-1} ⊙ m_t enters the product h_{t-1} Wh.
     """
     T = x.shape[0]
     h, c = h0, c0
     hs, caches = [], []
     for t in range(T):
-        h_new, c_new, cache = lstm_step_forward(x[t], h, c, Wx, Wh, b, forget_bias)  # L1-L6
+        sm = None if state_mask is None else _mask_at(state_mask, t)  # (D5)
+        h_in = h if sm is None else h * sm  # (D4) the dropped h_{t-1}; h itself carries on
+        h_new, c_new, cache = lstm_step_forward(x[t], h_in, c, Wx, Wh, b, forget_bias)  # L1-L6
+        cache["state_mask"] = sm
         m = step_mask(lengths, t, h)  # m_t (B, 1): 1 while step t+1 is real
         h = m * h_new + (1 - m) * h  # (M1) a finished sequence keeps its state
         c = m * c_new + (1 - m) * c  # (M1)
@@ -173,6 +179,8 @@ def lstm_backward(
         dh = m * dhs[t] + dh_rec  # total gradient of h_t (lstm.md section 3.3); (dM2)
         # (dM1) the step sees m ⊙ dh, m ⊙ dc; the rest passes to the previous state unchanged
         dx[t], dh_rec, dc_new, dWx_t, dWh_t, db_t = lstm_step_backward(m * dh, m * dc, caches[t])
+        if caches[t]["state_mask"] is not None:
+            dh_rec = dh_rec * caches[t]["state_mask"]  # (dD4) through h_{t-1} ⊙ m_t
         dh_rec, dc = dh_rec + (1 - m) * dh, dc_new + (1 - m) * dc  # (dM1)
         dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t  # (lstm.md section 4)
     return np.stack(dx), dh_rec, dc, dWx, dWh, db
@@ -268,14 +276,19 @@ def lstmp_forward(
     b: np.ndarray,
     *,
     lengths: np.ndarray | None = None,
+    state_mask: np.ndarray | None = None,
     **options: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Cache]]:
     """P1-P8 for t = 1..T, with M1-M2 when ``lengths`` is given: -> hs (T, B, P), hT, cT,
-    caches. ``options``: forget_bias, peepholes, cell_clip, W_proj, proj_clip."""
+    caches. ``options``: forget_bias, peepholes, cell_clip, W_proj, proj_clip.
+    ``state_mask``: state dropout on h_{t-1} in P1's product, as in ``lstm_forward`` (D4, D5)."""
     h, c = h0, c0
     hs, caches = [], []
     for t in range(x.shape[0]):
-        h_new, c_new, cache = lstmp_step_forward(x[t], h, c, Wx, Wh, b, **options)  # P1-P8
+        sm = None if state_mask is None else _mask_at(state_mask, t)  # (D5)
+        h_in = h if sm is None else h * sm  # (D4) the dropped h_{t-1}; h itself carries on
+        h_new, c_new, cache = lstmp_step_forward(x[t], h_in, c, Wx, Wh, b, **options)  # P1-P8
+        cache["state_mask"] = sm
         m = step_mask(lengths, t, h)
         h = m * h_new + (1 - m) * h  # (M1)
         c = m * c_new + (1 - m) * c  # (M1)
@@ -296,6 +309,8 @@ def lstmp_backward(dhs: np.ndarray, dhT: np.ndarray, dcT: np.ndarray, caches: li
         m = caches[t]["mask"]
         dh = m * dhs[t] + dh_rec  # (dM2)
         dx[t], dh_rec, dc_new, *grads = lstmp_step_backward(m * dh, m * dc, caches[t])
+        if caches[t]["state_mask"] is not None:
+            dh_rec = dh_rec * caches[t]["state_mask"]  # (dD4) through h_{t-1} ⊙ m_t
         dh_rec, dc = dh_rec + (1 - m) * dh, dc_new + (1 - m) * dc  # (dM1)
         sums = [s if gk is None else s + gk for s, gk in zip(sums, grads, strict=True)]
     dWx, dWh, db, dpeep, dW_proj = sums
@@ -708,18 +723,10 @@ def masked_softmax_xent_forward_backward(
 # --------------------------------------------------------------------------------------------
 
 
-def draw_masks(model: Any, T: int, B: int, keep_prob: float, rng: np.random.Generator) -> list:
-    """The L + 1 dropout masks of a (B, T) batch: the embedding's, then each layer's output's.
-
-    Each is (T, B, H) ((T, B, E) for the embedding's and (T, B, P) for the layers' with the
-    model's embedding_size E and proj_size P), drawn from ``rng`` in this order, which is the
-    order in which ``model.loss_and_grads`` draws them: the same seeded rng gives the same
-    masks. With keep_prob = 1 there is no dropout: a list of None.
-    """
-    if keep_prob == 1.0:
-        return [None] * (model.num_layers + 1)
-    widths = [model.embedding_size] + [model.output_size] * model.num_layers
-    return [dropout_mask((T, B, w), keep_prob, rng, model.dtype) for w in widths]
+def _mask_at(mask: np.ndarray, t: int) -> np.ndarray:
+    """(D5) step t's mask: mask[t] of a fresh (T, B, W) mask; a variational (B, W) or (1, W)
+    mask is the same at every step (and a (1, W) one for every row: broadcasting)."""
+    return mask[t] if mask.ndim == 3 else mask
 
 
 def uses_lstmp(model: Any) -> bool:
@@ -733,50 +740,133 @@ def softmax_weight(model: Any) -> np.ndarray:
     return p["embedding"].T if model.tie_embeddings else p["softmax_w"]  # (T1) W = Eᵀ
 
 
+def site_widths(model: Any) -> dict[str, int]:
+    """Each dropout site's width: E for the embedding and layer 0's input, P (the layers'
+    output width) for the other inputs, the states h_{t-1} and the outputs."""
+    E, P = model.embedding_size, model.output_size
+    widths = {"embedding": E}
+    for layer in range(model.num_layers):
+        widths[f"l{layer}.input"] = E if layer == 0 else P
+        widths[f"l{layer}.state"] = widths[f"l{layer}.output"] = P
+    return widths
+
+
+def site_keep_probs(model: Any, keep_prob: Any) -> dict[str, float]:
+    """Every dropout site's keep probability, in drawing order (dropout.md): "embedding", then
+    per layer l "l{l}.input", "l{l}.state", "l{l}.output". ``keep_prob`` a float k: the
+    tutorial's dropout (k on the embedding and on every layer's output, D1); or a
+    ``numlstm.Dropout`` (its ``*_keep_prob`` fields)."""
+    if isinstance(keep_prob, int | float):
+        k = float(keep_prob)
+        probs = {"embedding": k}
+        for layer in range(model.num_layers):
+            probs.update({f"l{layer}.input": 1.0, f"l{layer}.state": 1.0, f"l{layer}.output": k})
+        return probs
+    probs = {"embedding": keep_prob.embedding_keep_prob}
+    for layer in range(model.num_layers):
+        for kind in ("input", "state", "output"):
+            probs[f"l{layer}.{kind}"] = getattr(keep_prob, f"{kind}_keep_prob")
+    return probs
+
+
+def draw_masks(model: Any, T: int, B: int, keep_prob: Any, rng: np.random.Generator):
+    """The dropout masks of a (B, T) batch, drawn from ``rng`` in the order in which
+    ``model.loss_and_grads`` draws them: the same seeded rng gives the same masks.
+
+    A float ``keep_prob``: the L + 1 masks of D1, the embedding's, then each layer's
+    output's, each (T, B, H), as a list (with keep_prob = 1 there is no dropout: a list of
+    None). A ``numlstm.Dropout``: a dict {site: mask or None} over every site, each mask of
+    the shape D5 gives it: (T, B, W) fresh, (B, W) per sequence, (1, W) per batch. The width
+    W is H, or with the model's embedding_size E and proj_size P: E for the embedding and
+    layer 0's input, P for the other sites.
+    """
+    widths = site_widths(model)
+    if isinstance(keep_prob, int | float):
+        if keep_prob == 1.0:
+            return [None] * (model.num_layers + 1)
+        sites = ["embedding"] + [f"l{layer}.output" for layer in range(model.num_layers)]
+        return [dropout_mask((T, B, widths[s]), keep_prob, rng, model.dtype) for s in sites]
+    variational = keep_prob.variational
+
+    def shape(w: int) -> tuple[int, ...]:  # (D5)
+        return {None: (T, B, w), "sequence": (B, w), "batch": (1, w)}[variational]
+
+    return {site: None if p == 1.0 else dropout_mask(shape(widths[site]), p, rng, model.dtype)
+            for site, p in site_keep_probs(model, keep_prob).items()}  # fmt: skip
+
+
+def site_masks(model: Any, masks: Any) -> dict:
+    """Masks as a dict {site: mask or None}: the list form [embedding, each layer's output]
+    of D1 as it is, a dict filled with None at the sites it leaves out."""
+    names = list(site_keep_probs(model, 1.0))
+    if isinstance(masks, dict):
+        return {site: masks.get(site) for site in names}
+    out = dict.fromkeys(names)
+    out["embedding"] = masks[0]
+    for layer in range(model.num_layers):
+        out[f"l{layer}.output"] = masks[layer + 1]
+    return out
+
+
+def drop(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """(D1, D2, D3) x ⊙ m / p with the scaled mask (broadcast over the steps and rows for a
+    variational (B, W) or (1, W) mask, D5); no mask: x."""
+    return x if mask is None else x * mask
+
+
 def model_forward(
-    model: Any, x: np.ndarray, state: State, keep_prob: float, masks: Sequence[np.ndarray | None],
+    model: Any, x: np.ndarray, state: State, keep_prob: Any, masks: Any,
     lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, State, list[Cache]]:  # fmt: skip
-    """Embedding -> dropout -> L x (recurrent layer -> dropout) (layers.md section 4, steps
-    1-3). x (B, T) ids; ``masks`` from ``draw_masks`` (with keep_prob = 1: None, no dropout);
-    ``lengths`` (B,) or None: every layer runs the masked update M1-M2.
+    """Embedding -> dropout -> L x (input dropout -> recurrent layer with state dropout ->
+    output dropout) (layers.md section 4, dropout.md). x (B, T) ids; ``masks`` from
+    ``draw_masks`` (list or dict; None entries: no dropout there); ``keep_prob`` is not used
+    (the masks say everything); ``lengths`` (B,) or None: every layer runs the masked update
+    M1-M2.
 
-    Returns (top-layer outputs (T, B, H) after their dropout, final state, one cache per
-    layer: {"emb", "drop", "rnn"}).
+    Returns (top-layer outputs (T, B, H) after their dropout, final state, caches: first
+    {"emb", "drop"}, then one per layer {"rnn", "in", "out"}, the masks of D2 and D3).
     """
     p = model.params
+    m = site_masks(model, masks)
     ids = x.T  # (T, B): the layers are time-major
     e, emb_cache = embedding_forward(ids, p["embedding"])  # (E1)
-    inp, drop_cache = dropout_forward(e, keep_prob, mask=masks[0])  # (D1)
-    caches: list[Cache] = [{"emb": emb_cache, "drop": drop_cache}]
+    inp = drop(e, m["embedding"])  # (D1)
+    caches: list[Cache] = [{"emb": emb_cache, "drop": m["embedding"]}]
     new_state: State = []
     for layer in range(model.num_layers):
         Wx, Wh = p[f"l{layer}.Wx"], p[f"l{layer}.Wh"]
+        inp = drop(inp, m[f"l{layer}.input"])  # (D2)
+        state_mask = m[f"l{layer}.state"]
         if uses_lstmp(model):
             h0, c0 = state[layer]
             hs, hT, cT, rnn_cache = lstmp_forward(
                 inp, h0, c0, Wx, Wh, p[f"l{layer}.b"], lengths=lengths,
                 forget_bias=model.forget_bias, peepholes=p.get(f"l{layer}.peepholes"),
                 cell_clip=model.cell_clip, W_proj=p.get(f"l{layer}.W_proj"),
-                proj_clip=model.proj_clip,
-            )  # P1-P8  # fmt: skip
+                proj_clip=model.proj_clip, state_mask=state_mask,
+            )  # P1-P8, with (D4) in P1's product  # fmt: skip
             new_state.append((hT, cT))
         elif model.cell == "lstm":
             h0, c0 = state[layer]
             b = p[f"l{layer}.b"]
+            # L1-L6, with (D4) h_{t-1} ⊙ m_t in L2's product when there is a state mask
             hs, hT, cT, rnn_cache = lstm_forward(
-                inp, h0, c0, Wx, Wh, b, model.forget_bias, lengths=lengths
-            )
+                inp, h0, c0, Wx, Wh, b, model.forget_bias, lengths=lengths,
+                state_mask=state_mask)  # fmt: skip
             new_state.append((hT, cT))
         else:
+            if state_mask is not None:
+                raise ValueError("state dropout (D4) is for LSTM layers, not cell='gru'")
             (h0,) = state[layer]
             bx, bh = p[f"l{layer}.bx"], p[f"l{layer}.bh"]
             hs, hT, rnn_cache = gru_forward(
                 inp, h0, Wx, Wh, bx, bh, reset_after=model.reset_after, lengths=lengths
             )
             new_state.append((hT,))
-        inp, drop_cache = dropout_forward(hs, keep_prob, mask=masks[layer + 1])  # (D1)
-        caches.append({"rnn": rnn_cache, "drop": drop_cache})
+        inp = drop(hs, m[f"l{layer}.output"])  # (D3)
+        caches.append({"rnn": rnn_cache, "in": m[f"l{layer}.input"],
+                       "out": m[f"l{layer}.output"]})  # fmt: skip
     return inp, new_state, caches
 
 
@@ -785,10 +875,10 @@ def loss(
     x: np.ndarray,
     y: np.ndarray,
     state: State,
-    keep_prob: float = 1.0,
+    keep_prob: Any = 1.0,
     rng: np.random.Generator | None = None,
     *,
-    masks: Sequence[np.ndarray | None] | None = None,
+    masks: Sequence[np.ndarray | None] | dict | None = None,
     lengths: np.ndarray | None = None,
 ) -> tuple[float, State]:
     """What ``model.loss(x, y, state, keep_prob, rng, masks=masks, lengths=lengths)`` returns:
@@ -817,17 +907,18 @@ def loss_and_grads(
     x: np.ndarray,
     y: np.ndarray,
     state: State,
-    keep_prob: float = 1.0,
+    keep_prob: Any = 1.0,
     rng: np.random.Generator | None = None,
     *,
-    masks: Sequence[np.ndarray | None] | None = None,
+    masks: Sequence[np.ndarray | None] | dict | None = None,
     lengths: np.ndarray | None = None,
 ) -> tuple[float, dict[str, np.ndarray], State]:
     """What ``model.loss_and_grads(x, y, state, keep_prob, rng, masks=masks, lengths=lengths)``
     returns, from a ``numlstm.LanguageModel``'s parameters: (loss, grads, final state).
 
-    x, y (B, T) ids; state as from ``model.init_state(B)``. With keep_prob < 1 the masks are
-    drawn from ``rng`` as the model draws them (``draw_masks``), or given in ``masks``.
+    x, y (B, T) ids; state as from ``model.init_state(B)``. ``keep_prob`` a float or a
+    ``numlstm.Dropout`` (dropout.md); with dropout the masks are drawn from ``rng`` as the
+    model draws them (``draw_masks``), or given in ``masks`` (list or dict).
     ``grads`` has the keys of ``model.params``; the embedding's gradient is a dense (V, H)
     array (the model's ``sparse_embedding=True`` holds the same numbers row-sparse). No
     gradient flows into ``state``: truncated BPTT (layers.md section 4). ``lengths`` (B,):
@@ -838,7 +929,7 @@ def loss_and_grads(
     P = model.output_size  # the top layer's width: H, or proj_size
     if masks is None:
         masks = draw_masks(model, T, B, keep_prob, rng)
-    # E1, D1, then L1-L6, P1-P8 or G1-G5 per layer, each followed by D1
+    # E1, D1, then per layer D2, L1-L6 / P1-P8 (with D4 inside) or G1-G5, D3
     top, new_state, caches = model_forward(model, x, state, keep_prob, masks, lengths)
     targets = y.T.reshape(-1)  # time-major, like the rows of top
     W = softmax_weight(model)  # (T1) when tied
@@ -855,7 +946,7 @@ def loss_and_grads(
     d = dh.reshape(T, B, P)
     zeros = np.zeros((B, H), model.dtype)  # dhT = dcT = 0: truncated BPTT
     for layer in range(L - 1, -1, -1):
-        d = dropout_backward(d, caches[layer + 1]["drop"])  # (dD1)
+        d = dropout_backward(d, caches[layer + 1]["out"])  # (dD3) = dD1 with D3's mask
         if uses_lstmp(model):
             d, _, _, dWx, dWh, db, dpeep, dW_proj = lstmp_backward(
                 d, np.zeros((B, P), model.dtype), zeros, caches[layer + 1]["rnn"]
@@ -869,6 +960,7 @@ def loss_and_grads(
             d, _, dWx, dWh, dbx, dbh = gru_backward(d, zeros, caches[layer + 1]["rnn"])
             grads[f"l{layer}.bx"], grads[f"l{layer}.bh"] = dbx, dbh
         grads[f"l{layer}.Wx"], grads[f"l{layer}.Wh"] = dWx, dWh
+        d = dropout_backward(d, caches[layer + 1]["in"])  # (dD2) = dD1 with D2's mask
     d = dropout_backward(d, caches[0]["drop"])  # (dD1)
     grads["embedding"] = embedding_backward(d, caches[0]["emb"])  # (dE1)
     if model.tie_embeddings:

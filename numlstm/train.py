@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import MODEL_OPTIONS, Config
+from .dropout import Dropout, check_cell
 from .fast import distributed
 from .fast.fast_eval import evaluate_sequence
 from .fast.parallel import DataParallel, default_threads
@@ -74,7 +75,7 @@ class EpochResult:
 
 def train_step(
     model: LanguageModel, opt: SGD, x: np.ndarray, y: np.ndarray, state: State,
-    max_grad_norm: float, keep_prob: float, rng: np.random.Generator,
+    max_grad_norm: float, keep_prob: float | Dropout, rng: np.random.Generator,
     parallel: DataParallel | None = None,
 ) -> tuple[float, State]:  # fmt: skip
     """Forward, backward, clip by global norm (O1, O2) and SGD update (O3) of one batch.
@@ -82,7 +83,8 @@ def train_step(
     The embedding's gradient stays row-sparse (``IndexedRows``): the norm and the update touch
     only the rows of the batch's words, with the same result as the dense gradient.
     ``parallel`` (a ``DataParallel`` of this model) computes the loss and gradients on row
-    blocks of the batch in threads; the numbers are the same up to rounding.
+    blocks of the batch in threads; the numbers are the same up to rounding. ``keep_prob``: a
+    float (the tutorial's dropout) or a ``Dropout`` (``Config.dropout()``, docs/dropout.md).
     """
     if parallel is not None:  # the same loss and gradients, on row blocks in threads
         loss, grads, state = parallel.loss_and_grads(x, y, state, keep_prob, rng)
@@ -284,6 +286,7 @@ def train(
              if getattr(config, k) not in (None, False)]  # fmt: skip
     if cell != "lstm" and lstmp:  # refused here, before the run folder is touched
         raise ValueError(f"{', '.join(lstmp)}: the LSTMP options need cell 'lstm', got {cell!r}")
+    check_cell(config.dropout(), cell)  # state dropout is for the LSTM only
     if data.vocab_size != config.vocab_size:
         raise ValueError(f"the data has a vocabulary of {data.vocab_size} words but the config "
                          f"says vocab_size={config.vocab_size}; pass --vocab_size "
@@ -418,7 +421,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             "config": config.to_dict(), "epoch": epoch, "step": step, "costs": costs,
             "iters": iters, "history": history, "rng": rng.bit_generator.state, "seed": seed,
             "epoch_seconds": epoch_seconds, "segments": segments, "data": fingerprint,
-            "data_source": data_source,
+            "data_source": data_source, "dropout": config.dropout().to_dict(),
         }  # fmt: skip
         extra = _state_arrays(state) if state is not None else None
         save_model(ckpt_path, model, data.id_to_word,
@@ -439,6 +442,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
         return summary
 
     opt = SGD(model.params, config.learning_rate)
+    dropout = config.dropout()  # a float keep_prob alone: the tutorial's dropout, same draws
     bar = Progress(progress)
     log(f"{cell.upper()} {config.num_layers}x{config.hidden_size}, "
         f"{model.num_parameters():,} parameters, {n_batches} batches per epoch, "
@@ -468,7 +472,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                     continue  # resuming mid-epoch: these batches were already trained on
                 try:
                     loss, state = train_step(
-                        model, opt, x, y, state, config.max_grad_norm, config.keep_prob, rng,
+                        model, opt, x, y, state, config.max_grad_norm, dropout, rng,
                         parallel,
                     )  # fmt: skip
                     if not math.isfinite(loss):
@@ -556,10 +560,10 @@ def _prepare_kernels(model: LanguageModel, parallel: DataParallel | None, data: 
     state = model.init_state(config.batch_size)
     throwaway = np.random.default_rng(0)
     if parallel is not None:
-        parallel.loss_and_grads(x, y, state, config.keep_prob, throwaway)
+        parallel.loss_and_grads(x, y, state, config.dropout(), throwaway)
         parallel.loss(x, y, state)
     else:
-        model.loss_and_grads(x, y, state, config.keep_prob, throwaway, sparse_embedding=True)
+        model.loss_and_grads(x, y, state, config.dropout(), throwaway, sparse_embedding=True)
         model.loss(x, y, state)
     evaluate_sequence(model, np.asarray(data.train[:3]))
     log(f"Kernels ready in {time.perf_counter() - start:.1f} s")

@@ -1,8 +1,10 @@
 """What tests/test_mpi.py runs in each MPI rank (``mpirun -n 2 python tests/mpi_worker.py ...``)
 and, for the one-process reference, in the test process itself.
 
-    lengths OUT.npz DTYPE THREADS      one DistributedStep.loss_and_grads and .loss of a padded
-                                       batch (``lengths_batch``); rank 0 saves the results
+    lengths OUT.npz DTYPE THREADS [DROPOUT]
+                                       one DistributedStep.loss_and_grads and .loss of a padded
+                                       batch (``lengths_batch``), dropout ``dropout_for(DROPOUT)``
+                                       (default "float"); rank 0 saves the results
     options OUT.npz DTYPE THREADS MODE the same with a model with every LSTMP option and tied
                                        embeddings (``options_batch``), embedding_mode MODE
     steps OUT.npz DTYPE THREADS MODE   20 training steps of a tiny model (train.train_step with
@@ -28,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from numlstm import SGD, LanguageModel  # noqa: E402
+from numlstm import SGD, Dropout, LanguageModel  # noqa: E402
 from numlstm import train as train_module  # noqa: E402
 from numlstm.config import Config  # noqa: E402
 from numlstm.fast import distributed  # noqa: E402
@@ -96,13 +98,21 @@ def options_batch(dtype: str):
     return LanguageModel(50, H, 2, dtype=dtype, seed=3, **OPTIONS), x, y, lengths
 
 
+def dropout_for(name: str) -> float | Dropout:
+    """The dropout of a "lengths" run: "float" the tutorial's keep_prob 0.5; otherwise every
+    DropoutWrapper site with masks of that variational mode ("fresh", "sequence", "batch")."""
+    if name == "float":
+        return 0.5
+    return Dropout(0.8, 0.7, 0.6, 0.7, None if name == "fresh" else name)
+
+
 def run_lengths(dtype: str, threads: int, dist: distributed.Distributed, mode: str = "auto",
-                batch=None) -> dict:  # fmt: skip
+                batch=None, dropout: str = "float") -> dict:  # fmt: skip
     model, x, y, lengths = (batch or lengths_batch)(dtype)
     with distributed.DistributedStep(model, dist, threads, embedding_mode=mode) as step:
-        loss, grads, state = step.loss_and_grads(
-            x, y, model.init_state(B), 0.5, np.random.default_rng(6), lengths=lengths
-        )
+        keep, rng = dropout_for(dropout), np.random.default_rng(6)
+        loss, grads, state = step.loss_and_grads(x, y, model.init_state(B), keep, rng,
+                                                 lengths=lengths)  # fmt: skip
         out = {f"grad.{k}": (g.to_dense() if hasattr(g, "to_dense") else g).copy()
                for k, g in grads.items()}  # fmt: skip
         out["loss"] = np.array(loss)
@@ -117,7 +127,8 @@ def main(argv: list[str]) -> int:
     command, target, dtype = argv[0], Path(argv[1]), argv[2]
     if command == "lengths":
         dist = distributed.start()
-        result = run_lengths(dtype, int(argv[3]), dist)
+        dropout = argv[4] if len(argv) > 4 else "float"
+        result = run_lengths(dtype, int(argv[3]), dist, dropout=dropout)
         if dist.is_root:
             np.savez(target, **result)
         return 0

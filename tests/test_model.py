@@ -454,7 +454,8 @@ class TestModelBadInput:
     def test_masks_with_wrong_shape(self, model):
         x, y = random_batch(0)
         masks = [np.ones((B, T, H), np.float32)] * 3  # (B, T, H) instead of time-major
-        with pytest.raises(ValueError, match=r"masks\[0\] must be an array of shape \(T, B, H\)"):
+        shape = rf"masks\[0\] must be an array of shape \(T, B, W\) = \({T}, {B}, {H}\)"
+        with pytest.raises(ValueError, match=shape):
             model.loss(x, y, model.init_state(B), 0.5, masks=masks)
 
     def test_masks_with_wrong_count(self, model):

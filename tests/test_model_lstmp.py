@@ -315,7 +315,9 @@ def test_bad_inputs_of_an_lstmp_model(no_kernels):
     with pytest.raises(ValueError, match=r"\(B, P\) = \(2, 3\)"):
         m.loss_and_grads(x, y, wrong)
     masks = [np.ones((3, 2, H)) for _ in range(L + 1)]  # the widths are E = 3 and P = 3
-    with pytest.raises(ValueError, match=r"masks\[0\] must be an array of shape \(T, B, E\)"):
+    with pytest.raises(
+        ValueError, match=r"masks\[0\] must be an array of shape \(T, B, W\) = \(3, 2, 3\)"
+    ):
         m.loss_and_grads(x, y, state, masks=masks)
 
 

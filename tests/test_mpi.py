@@ -196,6 +196,26 @@ def test_every_model_option_on_two_ranks_equals_one_process(tmp_path, threads, m
     assert float(got["eval"]) == pytest.approx(ev, rel=1e-12)
 
 
+@needs_mpi
+@pytest.mark.parametrize("dropout", ["fresh", "sequence", "batch"])
+def test_dropout_sites_on_two_ranks_equal_one_process(tmp_path, dropout):
+    """Every DropoutWrapper site and each variational mode through DistributedStep: each rank
+    takes its rows of the whole batch's masks (a batch-shared mask whole), so the step equals
+    the one-process step (docs/dropout.md section 5)."""
+    out = tmp_path / "dropout.npz"
+    proc = _mpirun("lengths", str(out), "float64", "2", dropout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = np.load(out)
+    model, x, y, lengths = mpi_worker.lengths_batch("float64")
+    loss, grads, state = model.loss_and_grads(
+        x, y, model.init_state(mpi_worker.B), mpi_worker.dropout_for(dropout),
+        np.random.default_rng(6), lengths=lengths)  # fmt: skip
+    assert float(got["loss"]) == pytest.approx(loss, rel=1e-12)
+    for k, g in grads.items():
+        np.testing.assert_allclose(got[f"grad.{k}"], g, rtol=1e-11, atol=1e-14, err_msg=k)
+    np.testing.assert_allclose(got["state"], state[0][1], rtol=1e-12, atol=1e-15)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The one-process run every MPI run below must reproduce (float64)."""

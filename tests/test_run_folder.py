@@ -184,7 +184,13 @@ def test_signals_at_random_moments_resume_to_the_same_run(tmp_path):
         p = _start(run, "--resume", "--checkpoint-every", "0.3s")
         assert p.stdout.readline()  # the config line: imports are done, training starts
         if k < len(signals):
-            time.sleep(rng.uniform(0.5, 2.5))
+            # Wait for the first progress line of an epoch: on a loaded machine loading the
+            # data and the kernels can outlast the sleep, and a signal that always landed in
+            # start-up would never test a stop in training (start-up stops have their own tests).
+            line = p.stdout.readline()
+            while line and not line.startswith("Epoch:"):
+                line = p.stdout.readline()
+            time.sleep(rng.uniform(0.1, 1.5))
             p.send_signal(signals[k])
         p.communicate(timeout=max(1.0, deadline - time.monotonic()))
         codes.append(p.returncode)

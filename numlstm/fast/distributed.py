@@ -45,6 +45,7 @@ import numba
 import numpy as np
 
 from .. import _checks
+from ..dropout import Dropout, slice_rows
 from ..model import LanguageModel, State
 from .parallel import DataParallel
 from .sparse import IndexedRows
@@ -339,7 +340,7 @@ class DistributedStep:
         return self.parallel if self.parallel is not None else self.model
 
     def loss_and_grads(
-        self, x: np.ndarray, y: np.ndarray, state: State, keep_prob: float = 1.0,
+        self, x: np.ndarray, y: np.ndarray, state: State, keep_prob: float | Dropout = 1.0,
         rng: np.random.Generator | None = None, *, lengths: np.ndarray | None = None,
     ) -> tuple[float, dict, State]:  # fmt: skip
         """As ``DataParallel.loss_and_grads`` for the whole (B, T) batch ``x``, ``y`` (the same
@@ -355,7 +356,7 @@ class DistributedStep:
         lo, hi = self.dist.rows(B)
         # The whole batch's masks from the shared generator, in the one-process order.
         masks = self.model.draw_masks(T, B, keep_prob, rng)
-        mine = None if masks is None else [np.ascontiguousarray(m[:, lo:hi]) for m in masks]
+        mine = slice_rows(masks, lo, hi, B)  # a batch-shared (1, H) mask whole (D5)
         state = _take_rows(state, lo, hi, B)
         n = _rank_lengths(lengths, lo, hi, B, T)
         if self.parallel is not None:
