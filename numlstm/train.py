@@ -267,10 +267,11 @@ def train(
     Writes to ``out_dir``: checkpoint.npz, log.csv (one row per epoch), grad_norm.csv (the
     global gradient norm before clipping of every step, rewritten with every checkpoint;
     io/grad_norm_log.py), summary.json (after every epoch, with ``"finished": false`` until the
-    test pass) and perplexity.png and grad_norm.png (if matplotlib is installed). Raises ``Interrupted`` after saving a checkpoint on SIGINT or
-    SIGTERM, and ``RunFolderError`` for a folder it must not touch. ``data_source`` (JSON-able,
-    e.g. ``{"data_dir": ..., "limit_tokens": ...}``) is recorded in the checkpoint so that
-    ``numlstm evaluate`` scores the same data by default.
+    test pass) and perplexity.png and grad_norm.png (if matplotlib is installed). Raises
+    ``Interrupted`` after saving a checkpoint on SIGINT or SIGTERM, and ``RunFolderError`` for
+    a folder it must not touch. ``data_source`` (JSON-able, e.g. ``{"data_dir": ...,
+    "limit_tokens": ...}``) is recorded in the checkpoint so that ``numlstm evaluate`` scores
+    the same data by default.
 
     ``mpi``: train in the ranks of an MPI job (fast/distributed.py): True, False, or None (default)
     for "when an MPI launcher started this process with a world size above 1". Rank 0 alone
@@ -362,7 +363,8 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
         # Rank 0 alone keeps the norms (it alone writes files); the file is made to match the
         # checkpoint at once (a kill between the file's write and the checkpoint's left more).
         loaded["grad_norms"] = grad_norm_log.restore(
-            out / GRAD_NORM_CSV, saved, arrays.get(grad_norm_log.ARRAY), n_batches, log)
+            out / GRAD_NORM_CSV, saved, arrays.get(grad_norm_log.ARRAY), n_batches, log
+        )
         run_folder.write_atomic(out / GRAD_NORM_CSV, loaded["grad_norms"].csv_text())
         log(f"Resuming from {ckpt_path}: epoch {saved['epoch'] + 1}, step {saved['step']} "
             f"(segment {len(segments) + 1})")  # fmt: skip

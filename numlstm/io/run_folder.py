@@ -3,10 +3,10 @@
 A run folder holds ``checkpoint.npz`` (model + what resuming needs), ``log.csv`` (one row per
 epoch), ``grad_norm.csv`` (one row per step: the gradient norm before clipping;
 io/grad_norm_log.py), ``summary.json`` (the whole run so far, rewritten after every epoch),
-``perplexity.png`` and ``grad_norm.png``. A long run is stopped and resumed many times; each stretch of work between
-a start and a stop is a *segment*, recorded in the checkpoint and in ``summary.json`` with its
-wall time, the code it ran (git commit), its peak memory and how it ended, so a published run
-says exactly how it was made.
+``perplexity.png`` and ``grad_norm.png``. A long run is stopped and resumed many times; each
+stretch of work between a start and a stop is a *segment*, recorded in the checkpoint and in
+``summary.json`` with its wall time, the code it ran (git commit), its peak memory and how it
+ended, so a published run says exactly how it was made.
 
 The rules, each one a way work was lost before:
 
