@@ -208,6 +208,25 @@ def test_a_damaged_file_is_reported_and_training_goes_on(data, straight, tmp_pat
     assert _rows(tmp_path) == _rows(straight)[n:]  # epoch 1 dropped, not trusted
 
 
+def test_a_damaged_record_in_the_checkpoint_is_not_trusted(tmp_path):
+    path, messages = tmp_path / GRAD_NORM_CSV, []
+    path.write_text("epoch,step,norm\n" + "".join(f"1,{s},1.5\n" for s in range(1, 5)))
+    good = {"epoch": 1, "step": 2, "grad_norm": {"start": {"epoch": 0, "step": 0}, "notes": []}}
+    restored = grad_norm_log.restore(path, good, np.array([2.0, 3.0]), 4, messages.append)
+    assert restored.norms == [1.5] * 4 + [2.0, 3.0] and restored.steps[-2:] == [1, 2]
+    assert messages == [] and restored.notes == []
+    for start in ({"epoch": "0", "step": 0}, {"epoch": 2, "step": 0}, {"epoch": 0, "step": -1},
+                  {"epoch": 0, "step": 4}, None):  # fmt: skip
+        bad = {**good, "grad_norm": {"start": start, "notes": []}}
+        restored = grad_norm_log.restore(path, bad, np.array([2.0, 3.0]), 4, messages.append)
+        assert len(restored) == 0 and restored.start == (1, 2), start
+        assert "record of where they start was damaged" in restored.notes[-1], start
+    for current in (np.array([2.0]), np.array([2.0, np.nan]), np.array([2, 3])):
+        restored = grad_norm_log.restore(path, good, current, 4, messages.append)
+        assert restored.norms == [1.5] * 4, current  # the file's epoch, not the bad array
+        assert "steps 1-2 of epoch 2 are absent" in restored.notes[-1], current
+
+
 def test_the_plot_is_drawn_with_matplotlib(straight, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     png = (straight / GRAD_NORM_PNG).read_bytes()

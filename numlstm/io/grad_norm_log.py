@@ -131,9 +131,17 @@ def restore(path: Path, saved: dict, current: np.ndarray | None, n_batches: int,
                 "numlstm that did not record them")  # fmt: skip
         log(f"note: {note}")
         return GradNormLog((epoch, step), [note])
-    start = meta.get("start") or {}
-    first = (int(start.get("epoch", 0)), int(start.get("step", 0)))
-    grad_log = GradNormLog(first, [str(n) for n in meta.get("notes") or []])
+    start = meta.get("start") if isinstance(meta.get("start"), dict) else {}
+    first = (start.get("epoch"), start.get("step"))
+    notes = meta.get("notes") if isinstance(meta.get("notes"), list) else []
+    if not (all(isinstance(v, int) and not isinstance(v, bool) for v in first)
+            and (0, 0) <= first <= (epoch, step) and first[1] < n_batches):  # fmt: skip
+        # A damaged or edited record: trust nothing before this position, but keep training.
+        note = (f"the norms before epoch {epoch + 1}, step {step + 1} are absent: the "
+                f"checkpoint's record of where they start was damaged ({start!r})")  # fmt: skip
+        log(f"warning: {note}")
+        return GradNormLog((epoch, step), [*map(str, notes), note])
+    grad_log = GradNormLog(first, [str(n) for n in notes])
 
     expected = [(e + 1, s + 1) for e in range(first[0], epoch)
                 for s in range(first[1] if e == first[0] else 0, n_batches)]  # fmt: skip
@@ -145,7 +153,8 @@ def restore(path: Path, saved: dict, current: np.ndarray | None, n_batches: int,
     except ValueError as e:
         rows, problem = [], str(e)
     if problem is None and [(e, s) for e, s, _ in rows] != expected:
-        problem = f"{path.name} does not hold the {len(expected)} rows of epochs 1-{epoch}"
+        problem = (f"{path.name} does not hold the {len(expected)} rows of epochs "
+                   f"{first[0] + 1}-{epoch}")  # fmt: skip
     if problem is None and not all(math.isfinite(n) for _, _, n in rows):
         problem = f"{path.name} holds non-finite norms"
     if problem is not None and expected:
@@ -158,14 +167,15 @@ def restore(path: Path, saved: dict, current: np.ndarray | None, n_batches: int,
         grad_log.append(e, s, n)
 
     first_step = first[1] if first[0] == epoch else 0
-    norms = np.zeros(0) if current is None else np.asarray(current, dtype=np.float64).ravel()
-    if step > 0 and norms.size != step - first_step:
+    norms = np.zeros(0) if current is None or step == 0 else np.asarray(current).ravel()
+    valid = norms.dtype.kind == "f" and bool(np.all(np.isfinite(norms)))
+    if step > 0 and (not valid or norms.size != step - first_step):
         note = (f"the norms of steps {first_step + 1}-{step} of epoch {epoch + 1} are absent: "
-                f"the checkpoint held {norms.size} of them")  # fmt: skip
+                f"the checkpoint held {norms.size} valid ones")  # fmt: skip
         log(f"warning: {note}")
         grad_log.notes.append(note)
         norms = np.zeros(0)
-    for k, n in enumerate(norms):
+    for k, n in enumerate(norms.astype(np.float64)):
         grad_log.append(epoch + 1, step - norms.size + k + 1, float(n))
     return grad_log
 
