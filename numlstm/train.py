@@ -719,8 +719,8 @@ def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
     # A tenth of an epoch: smooth enough to read the trend, short enough to follow the lr decay.
     window = max(1, steps_per_epoch // 10) | 1
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(x, norms, color="C0", linewidth=0.3, alpha=0.6, label="norm per step")
-    ax.plot(x, grad_norm_log.running_median(norms, window), color="C1", linewidth=1.5,
+    ax.plot(x, norms, color="tab:blue", linewidth=0.3, alpha=0.6, label="norm per step")
+    ax.plot(x, grad_norm_log.running_median(norms, window), color="tab:orange", linewidth=1.5,
             label=f"running median ({window} steps)")  # fmt: skip
     ax.axhline(max_grad_norm, color="k", linestyle="--", linewidth=1,
                label=f"max_grad_norm = {max_grad_norm:g} (above: clipped)")  # fmt: skip
