@@ -1,7 +1,8 @@
 """Figure: the global gradient norm (O1) before clipping, step by step, over the first steps
 of training the Small config on PTB, against the clipping threshold max_grad_norm = 5 (O2).
 
-Training does not log the norm, so this script trains for itself: the first STEPS batches of
+``python -m numlstm train`` records the norm (grad_norm.csv, see --run below); to compare the
+LSTM with the GRU at the start, this script trains both for itself: the first STEPS batches of
 epoch 1 (20 rows x 20 steps each, state carried across batches) of the Small LSTM (learning
 rate 1.0) and the Small GRU (0.5, as in docs/results.md), from the same initialisation as
 ``python -m numlstm train --config small`` (seed 0), no dropout, with the update of
