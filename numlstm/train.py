@@ -38,8 +38,9 @@ from .dropout import Dropout, check_cell
 from .fast import distributed
 from .fast.fast_eval import evaluate_sequence
 from .fast.parallel import DataParallel, default_threads
-from .io import ptb, run_folder
+from .io import grad_norm_log, ptb, run_folder
 from .io.checkpoint import load_checkpoint
+from .io.grad_norm_log import GRAD_NORM_CSV, GRAD_NORM_PNG, GradNormLog
 from .io.run_folder import CHECKPOINT, RunFolderError
 from .io.saving import load_model, save_model
 from .model import LanguageModel, State
@@ -76,7 +77,7 @@ class EpochResult:
 def train_step(
     model: LanguageModel, opt: SGD, x: np.ndarray, y: np.ndarray, state: State,
     max_grad_norm: float, keep_prob: float | Dropout, rng: np.random.Generator,
-    parallel: DataParallel | None = None,
+    parallel: DataParallel | None = None, norms: list[float] | None = None,
 ) -> tuple[float, State]:  # fmt: skip
     """Forward, backward, clip by global norm (O1, O2) and SGD update (O3) of one batch.
 
@@ -85,6 +86,8 @@ def train_step(
     ``parallel`` (a ``DataParallel`` of this model) computes the loss and gradients on row
     blocks of the batch in threads; the numbers are the same up to rounding. ``keep_prob``: a
     float (the tutorial's dropout) or a ``Dropout`` (``Config.dropout()``, docs/dropout.md).
+    ``norms``, if given, gets the global norm before clipping (O1) appended (the run folder's
+    grad_norm.csv).
     """
     if parallel is not None:  # the same loss and gradients, on row blocks in threads
         loss, grads, state = parallel.loss_and_grads(x, y, state, keep_prob, rng)
@@ -94,6 +97,8 @@ def train_step(
         )
     norm = global_norm(grads)  # (O1); NaN/inf here raises FloatingPointError before the update
     opt.step(grads, grad_scale=clip_factor(norm, max_grad_norm), norm=norm)  # (O2) in (O3)
+    if norms is not None:  # after the update: a step that raised is not recorded
+        norms.append(norm)
     return loss, state
 
 
@@ -262,12 +267,14 @@ def train(
     must be the same except ``max_max_epoch``, which may grow. ``overwrite``: replace a run
     already in ``out_dir`` (without it, and without ``resume``, such a folder is refused).
 
-    Writes to ``out_dir``: checkpoint.npz, log.csv (one row per epoch), summary.json (after
-    every epoch, with ``"finished": false`` until the test pass) and perplexity.png (if
-    matplotlib is installed). Raises ``Interrupted`` after saving a checkpoint on SIGINT or
-    SIGTERM, and ``RunFolderError`` for a folder it must not touch. ``data_source`` (JSON-able,
-    e.g. ``{"data_dir": ..., "limit_tokens": ...}``) is recorded in the checkpoint so that
-    ``numlstm evaluate`` scores the same data by default.
+    Writes to ``out_dir``: checkpoint.npz, log.csv (one row per epoch), grad_norm.csv (the
+    global gradient norm before clipping of every step, rewritten with every checkpoint;
+    io/grad_norm_log.py), summary.json (after every epoch, with ``"finished": false`` until the
+    test pass) and perplexity.png and grad_norm.png (if matplotlib is installed). Raises
+    ``Interrupted`` after saving a checkpoint on SIGINT or SIGTERM, and ``RunFolderError`` for
+    a folder it must not touch. ``data_source`` (JSON-able, e.g. ``{"data_dir": ...,
+    "limit_tokens": ...}``) is recorded in the checkpoint so that ``numlstm evaluate`` scores
+    the same data by default.
 
     ``mpi``: train in the ranks of an MPI job (fast/distributed.py): True, False, or None (default)
     for "when an MPI launcher started this process with a world size above 1". Rank 0 alone
@@ -341,7 +348,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                 raise RunFolderError(
                     f"{out} already holds a run ({', '.join(existing)}); pass --resume to "
                     "continue it, --overwrite to replace it, or choose another --out")  # fmt: skip
-            for name in (*run_folder.RUN_FILES, "perplexity.png"):
+            for name in (*run_folder.RUN_FILES, "perplexity.png", GRAD_NORM_PNG):
                 (out / name).unlink(missing_ok=True)
             log(f"--overwrite: removed the previous run in {out}")
         if not (resume and ckpt_path.exists()):
@@ -354,9 +361,15 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
         segments = saved.get("segments", [])
         run_folder.close_unfinished(segments)
         loaded["model"] = model
+        arrays = load_checkpoint(ckpt_path)[0] if saved["step"] > 0 else {}
         if saved["step"] > 0:  # interrupted mid-epoch: the carried state was saved too
-            loaded["state"] = {k: a for k, a in load_checkpoint(ckpt_path)[0].items()
-                               if k.startswith("state.")}  # fmt: skip
+            loaded["state"] = {k: a for k, a in arrays.items() if k.startswith("state.")}
+        # Rank 0 alone keeps the norms (it alone writes files); the file is made to match the
+        # checkpoint at once (a kill between the file's write and the checkpoint's left more).
+        loaded["grad_norms"] = grad_norm_log.restore(
+            out / GRAD_NORM_CSV, saved, arrays.get(grad_norm_log.ARRAY), n_batches, log
+        )
+        run_folder.write_atomic(out / GRAD_NORM_CSV, loaded["grad_norms"].csv_text())
         log(f"Resuming from {ckpt_path}: epoch {saved['epoch'] + 1}, step {saved['step']} "
             f"(segment {len(segments) + 1})")  # fmt: skip
         return {"epoch": saved["epoch"], "step": saved["step"], "history": saved["history"],
@@ -399,6 +412,9 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             raise ValueError(f"threads must be at most {fewest} with {dist.size} MPI ranks "
                              f"(the fewest rows of batch_size {B} a rank gets), "
                              f"got {threads}")  # fmt: skip
+    grad_norms: GradNormLog = (loaded["grad_norms"] if "grad_norms" in loaded
+                               else GradNormLog((epoch, step)))  # fmt: skip
+    step_norms: list[float] = []  # train_step appends the step's norm here
     segment = run_folder.new_segment(epoch, step, threads)
     if dist is not None:
         segment["mpi_ranks"] = dist.size
@@ -422,8 +438,14 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             "iters": iters, "history": history, "rng": rng.bit_generator.state, "seed": seed,
             "epoch_seconds": epoch_seconds, "segments": segments, "data": fingerprint,
             "data_source": data_source, "dropout": config.dropout().to_dict(),
+            "grad_norm": grad_norms.meta(),
         }  # fmt: skip
-        extra = _state_arrays(state) if state is not None else None
+        extra = _state_arrays(state) if state is not None else {}
+        if step > 0:  # the epoch's norms so far; the completed epochs' are in the file
+            extra[grad_norm_log.ARRAY] = grad_norms.current(epoch + 1)
+        # The file first: it then always holds every step the checkpoint counts (see
+        # io/grad_norm_log.py); the rows it may hold beyond are dropped on resume.
+        run_folder.write_atomic(out / GRAD_NORM_CSV, grad_norms.csv_text())
         save_model(ckpt_path, model, data.id_to_word,
                    {"training": training, "preprocess": "lower"}, extra)  # fmt: skip
 
@@ -436,6 +458,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             "train_seconds": sum(h["seconds"] for h in history), "seed": seed,
             "wall_seconds": sum(s["seconds"] for s in segments), "segments": segments,
             "data": fingerprint,
+            "grad_norm": grad_norms.summary(config.max_grad_norm, n_batches),
         }  # fmt: skip
         if writer:
             run_folder.write_json(out / "summary.json", summary)
@@ -473,7 +496,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                 try:
                     loss, state = train_step(
                         model, opt, x, y, state, config.max_grad_norm, dropout, rng,
-                        parallel,
+                        parallel, norms=step_norms,
                     )  # fmt: skip
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"the loss became {loss}")
@@ -482,6 +505,7 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
                         f"training diverged at epoch {epoch + 1}, step {i + 1} ({e}). "
                         f"{_advice(config, cell)}") from None  # fmt: skip
                 costs, iters, step = costs + loss, iters + T, i + 1
+                grad_norms.append(epoch + 1, step, step_norms.pop())
                 wps = (iters - start_iters) * B / (time.perf_counter() - start)
                 bar.update(i, n_batches, math.exp(costs / iters), wps)
                 signum = interrupted[0]
@@ -528,6 +552,9 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
             if can_plot:
                 plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}",
                              log=log, resumes=_resume_points(segments, n_batches))  # fmt: skip
+                plot_grad_norms(grad_norms, out / GRAD_NORM_PNG, n_batches,
+                                config.max_grad_norm, title=f"PTB {cell.upper()}", log=log,
+                                resumes=_resume_points(segments, n_batches))  # fmt: skip
             if stopping:
                 log(f"Interrupted: saved {ckpt_path} after epoch {epoch}; continue with --resume")
                 raise Interrupted(stopping)
@@ -544,6 +571,9 @@ def _train_locked(config: Config, data: ptb.PTBData, out: Path, *, cell: str, se
     if can_plot:
         plot_history(history, out / "perplexity.png", title=f"PTB {cell.upper()}", log=log,
                      resumes=_resume_points(segments, n_batches))  # fmt: skip
+        plot_grad_norms(grad_norms, out / GRAD_NORM_PNG, n_batches, config.max_grad_norm,
+                        title=f"PTB {cell.upper()}", log=log,
+                        resumes=_resume_points(segments, n_batches))  # fmt: skip
     return summary
 
 
@@ -667,6 +697,48 @@ def plot_history(history: list[dict], path: Path, title: str = "", log=print,
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    png = BytesIO()
+    fig.savefig(png, dpi=100, format="png")
+    plt.close(fig)
+    run_folder.write_atomic(path, png.getvalue())
+
+
+def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
+                    max_grad_norm: float, title: str = "", log=print,
+                    resumes: list[float] = ()) -> None:  # fmt: skip
+    """The global gradient norm before clipping of every recorded step to a PNG (skipped if
+    matplotlib is missing): thin per-step line, running median, the clipping threshold, a dotted
+    line where the run was resumed. x is in epochs (2.5: halfway through epoch 3)."""
+    if not len(grad_norms):
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed; skipping the gradient norm plot")
+        return
+    x = (np.array(grad_norms.epochs) - 1) + np.array(grad_norms.steps) / steps_per_epoch
+    norms = np.array(grad_norms.norms)
+    # A tenth of an epoch: smooth enough to read the trend, short enough to follow the lr decay.
+    window = max(1, steps_per_epoch // 10) | 1
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(x, norms, color="tab:blue", linewidth=0.3, alpha=0.6, label="norm per step")
+    ax.plot(x, grad_norm_log.running_median(norms, window), color="tab:orange", linewidth=1.5,
+            label=f"running median ({window} steps)")  # fmt: skip
+    ax.axhline(max_grad_norm, color="k", linestyle="--", linewidth=1,
+               label=f"max_grad_norm = {max_grad_norm:g} (above: clipped)")  # fmt: skip
+    for k, r in enumerate(resumes):
+        ax.axvline(r, color="gray", linestyle=":", linewidth=1,
+                   label="resumed" if k == 0 else None)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("global gradient norm before clipping")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     png = BytesIO()
     fig.savefig(png, dpi=100, format="png")

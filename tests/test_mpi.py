@@ -219,7 +219,8 @@ def test_dropout_sites_on_two_ranks_equal_one_process(tmp_path, dropout):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     """The one-process run every MPI run below must reproduce (float64)."""
-    return _summary(_one_process("train", str(tmp_path_factory.mktemp("one") / "run"), "float64"))
+    run = tmp_path_factory.mktemp("one") / "run"
+    return {**_summary(_one_process("train", str(run), "float64")), "dir": run}
 
 
 def _assert_same_run(got: dict, ref: dict) -> None:
@@ -230,6 +231,16 @@ def _assert_same_run(got: dict, ref: dict) -> None:
     assert got["test"] == pytest.approx(ref["test"], rel=1e-12)
 
 
+def _assert_same_norms(run: Path, ref: dict) -> None:
+    """grad_norm.csv: one row per step, written once (by rank 0), each the whole batch's norm."""
+    from numlstm.io.grad_norm_log import read_rows
+
+    got, want = read_rows(run / "grad_norm.csv"), read_rows(ref["dir"] / "grad_norm.csv")
+    assert [r[:2] for r in got] == [r[:2] for r in want]
+    assert len(want) == mpi_worker.CONFIG.max_max_epoch * len(set(r[1] for r in want))
+    np.testing.assert_allclose([r[2] for r in got], [r[2] for r in want], rtol=1e-12)
+
+
 @needs_mpi
 @needs_ptb
 def test_train_on_two_ranks_equals_one_process(tmp_path, uninterrupted):
@@ -238,6 +249,7 @@ def test_train_on_two_ranks_equals_one_process(tmp_path, uninterrupted):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["segments"][0]["mpi_ranks"] == 2
     assert (run / "log.csv").read_text().count("\n") == 1 + mpi_worker.CONFIG.max_max_epoch
+    _assert_same_norms(run, uninterrupted)
     assert not list(run.glob("*.tmp"))
 
 
@@ -251,6 +263,7 @@ def test_resume_on_one_rank_after_two(tmp_path, uninterrupted):
     assert not saved["finished"] and saved["segments"][0]["end"] == {"epoch": 0, "step": 30}
     _assert_same_run(_summary(_one_process("train", str(run), "float64", "--resume")),
                      uninterrupted)  # fmt: skip
+    _assert_same_norms(run, uninterrupted)
 
 
 @needs_mpi
@@ -264,6 +277,7 @@ def test_resume_on_two_ranks_after_one(tmp_path, uninterrupted):
     assert saved["segments"][0]["end"]["step"] > 0
     got = _summary(_mpirun("train", str(run), "float64", "--resume"))
     _assert_same_run(got, uninterrupted)
+    _assert_same_norms(run, uninterrupted)
 
 
 # --------------------------------------------------------------------------------------------

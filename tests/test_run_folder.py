@@ -161,8 +161,12 @@ ARGS = ["--config", "test", "--hidden_size", "24", "--num_steps", "10", "--batch
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "numlstm", "train", *ARGS, "--data-dir", str(PTB_DIR),
            "--out", str(out), *extra]  # fmt: skip
+    # This checkout's numlstm, not whichever one is installed (a worktree beside an editable
+    # install of another checkout would test the other code).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     return subprocess.Popen(cmd, cwd=out.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, env=env)  # fmt: skip
 
 
 def _log_numbers(path: Path) -> list[tuple[str, ...]]:
@@ -203,9 +207,15 @@ def test_signals_at_random_moments_resume_to_the_same_run(tmp_path):
     assert all(c in (-9, 143, 130) for c in codes[:-1]), codes
     assert len(codes) >= 3, codes
 
-    assert _log_numbers(run / "log.csv") == _log_numbers(tmp_path / "straight" / "log.csv")
     a = json.loads((tmp_path / "straight" / "summary.json").read_text())
     b = json.loads((run / "summary.json").read_text())
+    assert _log_numbers(run / "log.csv") == _log_numbers(tmp_path / "straight" / "log.csv")
+    # every step's gradient norm, once each, bit for bit (kills between the file's write and
+    # the checkpoint's included: io/grad_norm_log.py)
+    grad_norms = (run / "grad_norm.csv").read_bytes()
+    assert grad_norms == (tmp_path / "straight" / "grad_norm.csv").read_bytes()
+    assert grad_norms.count(b"\n") == 1 + 3 * b["grad_norm"]["steps_per_epoch"]
+    assert b["grad_norm"]["notes"] == []
     assert b["test_perplexity"] == a["test_perplexity"]
     assert b["finished"] and b["segments"][-1]["ended"] == "finished"
     ended = [s["ended"] for s in b["segments"]]

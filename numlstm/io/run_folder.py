@@ -1,11 +1,12 @@
 """A training run's folder: one writer at a time, nothing lost, every segment recorded.
 
 A run folder holds ``checkpoint.npz`` (model + what resuming needs), ``log.csv`` (one row per
-epoch), ``summary.json`` (the whole run so far, rewritten after every epoch) and
-``perplexity.png``. A long run is stopped and resumed many times; each stretch of work between
-a start and a stop is a *segment*, recorded in the checkpoint and in ``summary.json`` with its
-wall time, the code it ran (git commit), its peak memory and how it ended, so a published run
-says exactly how it was made.
+epoch), ``grad_norm.csv`` (one row per step: the gradient norm before clipping;
+io/grad_norm_log.py), ``summary.json`` (the whole run so far, rewritten after every epoch),
+``perplexity.png`` and ``grad_norm.png``. A long run is stopped and resumed many times; each
+stretch of work between a start and a stop is a *segment*, recorded in the checkpoint and in
+``summary.json`` with its wall time, the code it ran (git commit), its peak memory and how it
+ended, so a published run says exactly how it was made.
 
 The rules, each one a way work was lost before:
 
@@ -150,7 +151,7 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     folder's lock is held, so that no live writer can own them.
     """
     removed = checkpoint.remove_stale_temp_files(folder, CHECKPOINT)
-    for name in ("log.csv", "summary.json", "perplexity.png"):
+    for name in ("log.csv", "summary.json", "perplexity.png", "grad_norm.csv", "grad_norm.png"):
         for p in folder.glob(f".{name}.*.tmp"):
             if p.name[len(name) + 2 : -4].isdigit():  # .<name>.<pid>.tmp
                 with contextlib.suppress(FileNotFoundError):

@@ -22,7 +22,7 @@ from ..model import CELLS, LanguageModel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 MODEL_KIND = "numlstm-language-model"
-EXTRA_PREFIXES = ("state.", "opt.")
+EXTRA_PREFIXES = ("state.", "opt.", "train.")
 _RESERVED_META = ("kind", "model", "vocab")
 
 
@@ -40,7 +40,8 @@ def save_model(
     e.g. training settings, perplexities, ``"preprocess": "clean_text"``) may not use the keys
     "kind", "model" or "vocab". ``extra_arrays`` are saved beside the parameters; their names
     must start with one of ``EXTRA_PREFIXES`` ("state." for a carried RNN state, "opt." for
-    optimiser moments), which ``load_model`` ignores.
+    optimiser moments, "train." for training records such as the epoch's gradient norms),
+    which ``load_model`` ignores.
     """
     vocab = list(id_to_word)
     if len(vocab) != model.vocab_size:
