@@ -8,7 +8,7 @@ commands:
   generate   sample text from a saved checkpoint
 
 examples:
-  python -m numlstm train --config small [--cell gru] [--data-dir DIR] [--out DIR] [--resume]
+  python -m numlstm train --config small [--cell gru|rnn] [--data-dir DIR] [--out DIR] [--resume]
   python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
   python -m numlstm train --config medium --variational sequence --state-keep-prob 0.8
   python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
@@ -129,7 +129,13 @@ def train_main(argv: list[str] | None = None) -> int:
         description="Train a PTB language model as in the TensorFlow PTB tutorial.",
     )
     p.add_argument("--config", default="small", choices=sorted(CONFIGS))
-    p.add_argument("--cell", default="lstm", choices=["lstm", "gru"])
+    # model.CELLS, spelled out: importing the model (and Numba) would slow down --help
+    p.add_argument(
+        "--cell",
+        default="lstm",
+        choices=["lstm", "gru", "rnn"],
+        help="recurrent layer: LSTM (L1-L6), GRU (G1-G5) or plain tanh RNN (R1-R2)",
+    )
     p.add_argument("--out", help="run folder (default runs/<config>-<cell>)")
     p.add_argument(
         "--resume",
