@@ -573,11 +573,17 @@ def _prepare_kernels(model: LanguageModel, parallel: DataParallel | None, data: 
 _CELL_NAMES = {"lstm": "an LSTM", "gru": "a GRU", "rnn": "an RNN"}
 
 
+# the learning rate each cell trains with at the tutorial's sizes, where it is not the LSTM's
+# 1.0 (cli.CELL_LEARNING_RATES; where it is documented)
+_CELL_LR = {"gru": (0.5, "docs/results.md"), "rnn": (0.25, "docs/rnn.md")}
+
+
 def _advice(config: Config, cell: str) -> str:
-    lower = 0.5 if cell == "gru" and config.learning_rate >= 1 else config.learning_rate / 2
+    known, page = _CELL_LR.get(cell, (None, ""))
+    lower = known if known and config.learning_rate >= 2 * known else config.learning_rate / 2
     return (f"The learning rate {config.learning_rate:g} is too high for this model: start "
             f"again with --learning_rate {lower:g} (and --overwrite, or another --out)"
-            + (" — the GRU trains with 0.5, docs/results.md" if cell == "gru" else "")
+            + (f" — the {cell.upper()} trains with {known:g}, {page}" if known else "")
             + ", or clip harder with a smaller --max_grad_norm.")  # fmt: skip
 
 

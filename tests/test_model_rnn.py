@@ -427,7 +427,8 @@ def test_cli_train_rnn(capsys, tmp_path):
              "--hidden_size", "8", "--input-keep-prob", "0.9"]  # fmt: skip
     assert cli.main(train) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "learning_rate=1.0" in out  # the tutorial's, kept for the RNN (docs/rnn.md)
+    # the tutorial's 1.0 diverges for the RNN: --cell rnn defaults to 0.25 (docs/rnn.md)
+    assert "learning_rate=0.25" in out and "RNN: learning_rate 0.25" in out
     valid = float(out.split("Valid Perplexity: ")[-1].split()[0])
     assert np.isfinite(valid) and valid < 10000
     model, _, _ = load_model(run / "checkpoint.npz")
@@ -452,3 +453,15 @@ def test_cli_refuses_state_dropout_and_lstmp_options_for_rnn(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "peepholes" in err and "--cell lstm" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_divergence_advice_names_the_cells_learning_rate():
+    """A diverged run's message suggests the rate the cell trains with (the GRU's unchanged)."""
+    rnn = train_module._advice(Config(learning_rate=1.0), "rnn")
+    assert "--learning_rate 0.25 " in rnn and "the RNN trains with 0.25, docs/rnn.md" in rnn
+    assert "--learning_rate 0.125 " in train_module._advice(Config(learning_rate=0.25), "rnn")
+    gru = train_module._advice(Config(learning_rate=1.0), "gru")
+    assert "--learning_rate 0.5 " in gru and "the GRU trains with 0.5, docs/results.md" in gru
+    assert "--learning_rate 0.35 " in train_module._advice(Config(learning_rate=0.7), "gru")
+    lstm = train_module._advice(Config(learning_rate=1.0), "lstm")
+    assert "--learning_rate 0.5 " in lstm and "trains with" not in lstm
