@@ -465,3 +465,51 @@ def test_divergence_advice_names_the_cells_learning_rate():
     assert "--learning_rate 0.35 " in train_module._advice(Config(learning_rate=0.7), "gru")
     lstm = train_module._advice(Config(learning_rate=1.0), "lstm")
     assert "--learning_rate 0.5 " in lstm and "trains with" not in lstm
+
+
+_DISTRIBUTED_SCRIPT = """
+import numpy as np
+from numlstm import LanguageModel
+from numlstm.fast import distributed
+from mpi4py import MPI
+
+model = LanguageModel(50, 6, 2, cell="rnn", dtype=np.float64, seed=3)
+rng = np.random.default_rng(5)
+x, y = rng.integers(0, 50, (6, 4)), rng.integers(0, 50, (6, 4))
+lengths = np.array([0, 4, 2, 3, 4, 1])
+want = model.loss_and_grads(x, y, model.init_state(6), 0.5, np.random.default_rng(6),
+                            lengths=lengths)
+want_grads = {k: (g.to_dense() if hasattr(g, "to_dense") else g).copy()
+              for k, g in want[1].items()}
+dist = distributed.start(MPI.COMM_SELF)
+with distributed.DistributedStep(model, dist, 2, embedding_mode="{mode}") as step:
+    loss, grads, state = step.loss_and_grads(x, y, model.init_state(6), 0.5,
+                                             np.random.default_rng(6), lengths=lengths)
+    assert abs(loss - want[0]) <= 1e-12 * abs(want[0]), (loss, want[0])
+    for k, g in grads.items():
+        g = g.to_dense() if hasattr(g, "to_dense") else g
+        np.testing.assert_allclose(g, want_grads[k], rtol=1e-11, atol=1e-15, err_msg=k)
+    assert [len(s) for s in state] == [1, 1]
+    np.testing.assert_allclose(state[1][0], want[2][1][0], rtol=1e-12)
+print("distributed rnn ok")
+"""
+
+
+@pytest.mark.parametrize("mode", ["dense", "gather"])
+def test_distributed_step_on_one_rank_equals_the_model(tmp_path, mode):
+    """DistributedStep (fast/distributed.py) with an RNN model, on MPI's one-process
+    communicator in a child process (MPI is never initialised in the test process itself):
+    the same loss, gradients and (h,) state as the model's own step."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py not installed")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT.replace("{mode}", mode)],
+                          cwd=repo, capture_output=True, text=True, timeout=300)  # fmt: skip
+    if proc.returncode != 0 and "MPI" in proc.stderr and "Traceback" not in proc.stderr:
+        pytest.skip(f"MPI cannot start here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0 and "distributed rnn ok" in proc.stdout, proc.stderr
