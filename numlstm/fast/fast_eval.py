@@ -35,7 +35,8 @@ The result equals the per-word loop over ``LanguageModel.loss`` up to rounding (
 in another order than BLAS's): ~1e-16 relative in float64, ~1e-9 in float32 for the summed
 loss.
 
-A model with the LSTMP options (docs/lstmp.md) or an embedding width E != H is scored by
+A plain RNN model (cell="rnn", docs/rnn.md R1-R2), a model with the LSTMP options
+(docs/lstmp.md) or one with an embedding width E != H is scored by
 ``LanguageModel.loss`` over chunks of words instead (same numbers, Python speed); tied
 embeddings alone keep the compiled path, with Wsm = embedding.T copied once (T1).
 
