@@ -1,4 +1,4 @@
-"""numlstm: LSTM and GRU language models written by hand in NumPy and Numba.
+"""numlstm: LSTM, GRU and plain RNN language models written by hand in NumPy and Numba.
 
 Layer API (time-major: x (T, B, D), hs (T, B, H), states (B, H)); see docs/ for the equations:
 

@@ -8,7 +8,7 @@ commands:
   generate   sample text from a saved checkpoint
 
 examples:
-  python -m numlstm train --config small [--cell gru] [--data-dir DIR] [--out DIR] [--resume]
+  python -m numlstm train --config small [--cell gru|rnn] [--data-dir DIR] [--out DIR] [--resume]
   python -m numlstm train --config medium --max_max_epoch 1 --hidden_size 400   # any field
   python -m numlstm train --config medium --variational sequence --state-keep-prob 0.8
   python -m numlstm evaluate --checkpoint runs/small-lstm/checkpoint.npz [--split test]
@@ -36,6 +36,9 @@ from .io import ptb
 DATA_HINT = ("pass --data-dir DIR (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt) "
              "or set NUMLSTM_DATA_DIR")  # fmt: skip
 # Errors a user can cause (bad values, files, data, memory); all end in one line and exit 2.
+# The default learning rate of `train --cell X` where the config's (the tutorial's 1.0, tuned
+# for the LSTM) makes that cell diverge; --learning_rate overrides it.
+CELL_LEARNING_RATES = {"gru": 0.5, "rnn": 0.25}
 USER_ERRORS = (ValueError, TypeError, FloatingPointError, OverflowError, MemoryError, OSError)
 
 
@@ -129,7 +132,13 @@ def train_main(argv: list[str] | None = None) -> int:
         description="Train a PTB language model as in the TensorFlow PTB tutorial.",
     )
     p.add_argument("--config", default="small", choices=sorted(CONFIGS))
-    p.add_argument("--cell", default="lstm", choices=["lstm", "gru"])
+    # model.CELLS, spelled out: importing the model (and Numba) would slow down --help
+    p.add_argument(
+        "--cell",
+        default="lstm",
+        choices=["lstm", "gru", "rnn"],
+        help="recurrent layer: LSTM (L1-L6), GRU (G1-G5) or plain tanh RNN (R1-R2)",
+    )
     p.add_argument("--out", help="run folder (default runs/<config>-<cell>)")
     p.add_argument(
         "--resume",
@@ -240,11 +249,13 @@ def _train(args: argparse.Namespace) -> int:
 
     config = get_config(args.config)
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)}
-    if args.cell == "gru" and changes["learning_rate"] is None:
-        # The tutorial's lr 1.0 is tuned for the LSTM; the GRU diverges with it (valid
-        # perplexity 419,279 after one epoch) and trains well with 0.5 (docs/results.md).
-        changes["learning_rate"] = 0.5
-        print_("GRU: learning_rate 0.5 (the tutorial's 1.0 makes the GRU diverge)")
+    if args.cell in CELL_LEARNING_RATES and changes["learning_rate"] is None:
+        # The tutorial's lr 1.0 is tuned for the LSTM. The GRU diverges with it (valid
+        # perplexity 419,279 after one epoch) and trains well with 0.5 (docs/results.md); the
+        # plain RNN diverges with 1.0 and learns little with 0.5 (docs/rnn.md section 7).
+        changes["learning_rate"] = CELL_LEARNING_RATES[args.cell]
+        print_(f"{args.cell.upper()}: learning_rate {changes['learning_rate']:g} (the "
+               f"tutorial's 1.0 makes the {args.cell.upper()} diverge)")  # fmt: skip
     config = config.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
     lstmp = [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
              if getattr(config, k) not in (None, False)]  # fmt: skip

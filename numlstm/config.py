@@ -173,18 +173,28 @@ class Config:
                 "tie_embeddings": self.tie_embeddings,
                 "embedding_size": self.embedding_size}  # fmt: skip
 
-    def num_parameters(self) -> int:
-        """Parameters of the model: embedding (V, E), L LSTM layers (4H (D + P + 1) each, D the
-        input width E or P, an upper bound for a GRU layer; plus 3H peepholes and H P
-        projection when on), softmax (P, V) (none when tied) + (V,). E = P = H by default."""
+    def num_parameters(self, cell: str = "lstm") -> int:
+        """Parameters of the model: embedding (V, E), L recurrent layers, softmax (P, V) (none
+        when tied) + (V,). E = P = H by default. A layer of input width D (E or P) has
+        G H (D + P + k): G = 4 gates and k = 1 bias for the LSTM (L1; plus 3H peepholes and
+        H P projection when on), G = 3, k = 2 for the GRU (G1-G2), G = 1, k = 1 for the plain
+        RNN (R1-R2). ``validate`` uses the LSTM's count, the largest, as a bound."""
+        if cell not in _CELL_SHAPES:
+            raise ValueError(f"cell must be one of {tuple(_CELL_SHAPES)}, got {cell!r}")
+        G, k = _CELL_SHAPES[cell]
         V, H, L = self.vocab_size, self.hidden_size, self.num_layers
         P, E = self.num_proj or H, self.embedding_size or H
-        layers = 4 * H * (E + P + 1) + (L - 1) * 4 * H * (2 * P + 1)
+        layers = G * H * (E + P + k) + (L - 1) * G * H * (2 * P + k)
         layers += L * ((3 * H if self.peepholes else 0) + (H * P if self.num_proj else 0))
         return V * E + layers + (0 if self.tie_embeddings else P * V) + V
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# cell -> (G blocks of H columns in Wx and Wh, k biases of G H): model.GATES and model.BIASES,
+# repeated so that this module stays free of the model's (Numba) imports
+_CELL_SHAPES = {"lstm": (4, 1), "gru": (3, 2), "rnn": (1, 1)}
 
 
 def SmallConfig() -> Config:

@@ -104,12 +104,14 @@ class Dropout:
 
 def check_cell(dropout: Dropout, cell: str) -> None:
     """State dropout (D4) is built for the LSTM only (docs/dropout.md section 3: a GRU uses
-    h_{t-1} in its interpolation too, and libraries differ on dropping it there)."""
+    h_{t-1} in its interpolation too, and libraries differ on dropping it there; the plain
+    RNN's loop (R2) has no masked variant)."""
     if cell != "lstm" and dropout.state_keep_prob < 1.0:
+        kind = {"gru": "a GRU", "rnn": "a plain RNN"}.get(cell, f"cell={cell!r}")
         raise ValueError(
             f"state_keep_prob={dropout.state_keep_prob} < 1 (state dropout, D4) is supported "
             f"for cell='lstm' only, not cell={cell!r}: use input_keep_prob and "
-            "output_keep_prob for a GRU")  # fmt: skip
+            f"output_keep_prob for {kind}")  # fmt: skip
 
 
 def as_dropout(keep_prob: float | Dropout) -> Dropout:

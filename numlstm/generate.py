@@ -31,6 +31,7 @@ from .io.text import clean_text
 from .lstm import lstm_forward_unchecked
 from .lstmp import lstmp_forward_unchecked
 from .model import LanguageModel, State
+from .rnn import rnn_forward_unchecked
 
 __all__ = [
     "decode",
@@ -234,6 +235,11 @@ class _Stepper:
                     x, s[0], s[1], Wx, Wh, p[f"l{layer}.b"], m.forget_bias, self.ws, tag
                 )
                 new_state.append((h, c))
+            elif m.cell == "rnn":  # R1-R2
+                x, h, _ = rnn_forward_unchecked(
+                    x, s[0], Wx, Wh, p[f"l{layer}.b"], None, self.ws, tag
+                )
+                new_state.append((h,))
             else:
                 bx, bh = p[f"l{layer}.bx"], p[f"l{layer}.bh"]
                 x, h, _ = gru_forward_unchecked(

@@ -1,7 +1,8 @@
 """The stacked recurrent language model of Zaremba et al. (2014) / the TensorFlow PTB tutorial.
 
     ids (B, T) -> embedding (E1) -> dropout (D1)
-               -> L x [LSTM (L1-L6) or GRU (G1-G5)] each followed by dropout (D1)
+               -> L x [LSTM (L1-L6), GRU (G1-G5) or plain RNN (R1-R2)] each followed by
+                  dropout (D1)
                -> linear + softmax + cross-entropy (S1-S3)
 
 Options (off by default): the LSTMP cell of docs/lstmp.md (P1-P8: peepholes, cell clip,
@@ -43,9 +44,14 @@ from .layers import (
 )
 from .lstm import lstm_backward_unchecked, lstm_forward_unchecked
 from .lstmp import LSTMPCache, _bound, lstmp_backward_unchecked, lstmp_forward_unchecked
+from .rnn import rnn_backward_unchecked, rnn_forward_unchecked
 
 State = list[tuple[np.ndarray, ...]]
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "rnn")
+# Per cell: the blocks of H columns in Wx, Wh (i, f, g, o of L1; r, z, n of G1-G2; the one
+# pre-activation of R1) and the names of the biases ("b" of L1/R1; "bx", "bh" of G1-G2).
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+BIASES = {"lstm": ("b",), "gru": ("bx", "bh"), "rnn": ("b",)}
 KeepProb = float | Dropout  # what every keep_prob argument accepts
 Masks = Sequence[np.ndarray | None] | dict[str, np.ndarray | None]
 _NO_DROPOUT = Dropout()
@@ -57,7 +63,7 @@ class _Pass:
 
     ids: np.ndarray  # (T, B) time-major token ids
     masks: dict = field(default_factory=dict)  # dropout masks by site (dropout.py); None: none
-    caches: list = field(default_factory=list)  # one LSTMCache / GRUCache per layer
+    caches: list = field(default_factory=list)  # one LSTM/GRU/RNN cache per layer
 
 
 @dataclass
@@ -80,12 +86,13 @@ class RowsResult:
 
 
 class LanguageModel:
-    """Embedding -> stacked LSTM/GRU -> softmax word model.
+    """Embedding -> stacked LSTM/GRU/plain RNN -> softmax word model.
 
     Parameters
     ----------
     vocab_size : V. hidden_size : H (also the embedding size, as in the tutorial).
-    num_layers : L. cell : "lstm" or "gru".
+    num_layers : L. cell : "lstm", "gru" or "rnn" (the plain tanh layer of docs/rnn.md,
+        R1-R2: TensorFlow's BasicRNNCell, PyTorch's nn.RNN).
     init_scale : weights are drawn uniformly from [-init_scale, init_scale]; the recurrent
         layers' biases start at zero (TensorFlow BasicLSTMCell / GRUCell defaults).
     forget_bias : added to the LSTM forget gate (the PTB configs use 0.0).
@@ -102,7 +109,7 @@ class LanguageModel:
     Notes
     -----
     ``params`` maps names to arrays: "embedding" (V, E); per layer l, "l{l}.Wx", "l{l}.Wh" and
-    "l{l}.b" (LSTM) or "l{l}.bx", "l{l}.bh" (GRU), plus "l{l}.peepholes" (3, H) and
+    "l{l}.b" (LSTM, RNN) or "l{l}.bx", "l{l}.bh" (GRU), plus "l{l}.peepholes" (3, H) and
     "l{l}.W_proj" (H, P) when those options are on; "softmax_w" (P, V) unless tied,
     "softmax_b" (V,).
     """
@@ -149,7 +156,7 @@ class LanguageModel:
                           embedding_size)  # fmt: skip
 
         rng = np.random.default_rng(seed)
-        V, H, G = vocab_size, hidden_size, 4 if cell == "lstm" else 3
+        V, H, G = vocab_size, hidden_size, GATES[cell]
         E, P = self.embedding_size, self.output_size  # both H by default
 
         def uniform(*shape: int) -> np.ndarray:
@@ -162,11 +169,8 @@ class LanguageModel:
         for layer in range(num_layers):
             p[f"l{layer}.Wx"] = uniform(E if layer == 0 else P, G * H)
             p[f"l{layer}.Wh"] = uniform(P, G * H)
-            if cell == "lstm":
-                p[f"l{layer}.b"] = np.zeros(G * H, dtype)
-            else:
-                p[f"l{layer}.bx"] = np.zeros(G * H, dtype)
-                p[f"l{layer}.bh"] = np.zeros(G * H, dtype)
+            for bias in BIASES[cell]:
+                p[f"l{layer}.{bias}"] = np.zeros(G * H, dtype)
             # Uniform like every other weight: the tutorial's variable-scope initializer,
             # which TensorFlow's LSTMCell also applies to w_*_diag and the projection kernel.
             if self.peepholes:
@@ -237,12 +241,12 @@ class LanguageModel:
 
     def _state_shapes(self, B: int) -> tuple[tuple[int, int], ...]:
         """The shapes of one layer's state arrays: (h,) or (h, c); h is P wide, c H wide."""
-        if self.cell == "gru":
+        if self.cell != "lstm":
             return ((B, self.hidden_size),)
         return (B, self.output_size), (B, self.hidden_size)
 
     def init_state(self, batch_size: int) -> State:
-        """Zero state: per layer (h, c) for LSTM or (h,) for GRU; h (batch_size, P) (P = H
+        """Zero state: per layer (h, c) for LSTM or (h,) for GRU and RNN; h (batch_size, P) (P = H
         without a projection), c (batch_size, H)."""
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -342,6 +346,12 @@ class LanguageModel:
                     inp, h0, c0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
                     self.forget_bias, ws, f"l{layer}", lengths=lengths)  # fmt: skip
                 new_state.append((hT, cT))
+            elif self.cell == "rnn":
+                (h0,) = state[layer]
+                hs, hT, cache = rnn_forward_unchecked(  # R1-R2 (M1-M3 with lengths)
+                    inp, h0, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
+                    lengths, ws, f"l{layer}")  # fmt: skip
+                new_state.append((hT,))
             else:
                 (h0,) = state[layer]
                 hs, hT, cache = gru_forward_unchecked(
@@ -386,9 +396,9 @@ class LanguageModel:
         dropout = self._check_dropout(keep_prob, rng, masks)
         x, y = self._check_inputs(x, y, state)
         masks = self._check_masks(masks, *x.shape)
-        if self.cell == "gru" and masks and any(k.endswith(".state") for k in masks):
+        if self.cell != "lstm" and masks and any(k.endswith(".state") for k in masks):
             raise ValueError("masks has a state mask ('l*.state'), but state dropout (D4) is "
-                             "supported for cell='lstm' only, not cell='gru'")  # fmt: skip
+                             f"supported for cell='lstm' only, not cell={self.cell!r}")  # fmt: skip
         B, T = x.shape
         return x, y, sequences.prepare_lengths(lengths, T, B), dropout, masks
 
@@ -558,6 +568,10 @@ class LanguageModel:
             elif self.cell == "lstm":
                 d, _, _, dWx, dWh, db = lstm_backward_unchecked(
                     d, zeros, zeros, cache, ws, f"l{layer}", need_dh0=False)  # fmt: skip
+                grads[f"l{layer}.b"] = db
+            elif self.cell == "rnn":
+                d, _, dWx, dWh, db = rnn_backward_unchecked(  # dR2-dR1 (dM1-dM2, M3)
+                    d, zeros, cache, ws, f"l{layer}", need_dh0=False)  # fmt: skip
                 grads[f"l{layer}.b"] = db
             else:
                 d, _, dWx, dWh, dbx, dbh = gru_backward_unchecked(

@@ -12,7 +12,7 @@ equations of the docs, with the equation's label at the end of each line:
   dG5-dG1, dG4c, dG2c of ``docs/gru.md``;
 * embedding E1/dE1, dropout D1/dD1, softmax cross-entropy S1-S3 / dS3·dS2 / dS1 of
   ``docs/layers.md``, and the stacked language model of its section 4, with the LSTMP layers
-  and tied embeddings (T1, dT1) of its section 4.3;
+  and tied embeddings (T1, dT1) of its section 4.3 (its layers LSTM, GRU or plain RNN);
 * gradient clipping O1-O2, SGD O3 and Adam O5-O8 of ``docs/optim.md``.
 
 Nothing here is fast: no Numba, no reused buffers, no threads, no fused kernels, no
@@ -855,6 +855,12 @@ def model_forward(
                 inp, h0, c0, Wx, Wh, b, model.forget_bias, lengths=lengths,
                 state_mask=state_mask)  # fmt: skip
             new_state.append((hT, cT))
+        elif model.cell == "rnn":
+            if state_mask is not None:
+                raise ValueError("state dropout (D4) is for LSTM layers, not cell='rnn'")
+            (h0,) = state[layer]
+            hs, hT, rnn_cache = rnn_forward(inp, h0, Wx, Wh, p[f"l{layer}.b"], lengths=lengths)
+            new_state.append((hT,))  # R1-R2, with M1-M2
         else:
             if state_mask is not None:
                 raise ValueError("state dropout (D4) is for LSTM layers, not cell='gru'")
@@ -929,7 +935,7 @@ def loss_and_grads(
     P = model.output_size  # the top layer's width: H, or proj_size
     if masks is None:
         masks = draw_masks(model, T, B, keep_prob, rng)
-    # E1, D1, then per layer D2, L1-L6 / P1-P8 (with D4 inside) or G1-G5, D3
+    # E1, D1, then per layer D2, L1-L6 / P1-P8 (with D4 inside), G1-G5 or R1-R2, D3
     top, new_state, caches = model_forward(model, x, state, keep_prob, masks, lengths)
     targets = y.T.reshape(-1)  # time-major, like the rows of top
     W = softmax_weight(model)  # (T1) when tied
@@ -955,6 +961,9 @@ def loss_and_grads(
             grads[f"l{layer}.peepholes"], grads[f"l{layer}.W_proj"] = dpeep, dW_proj
         elif model.cell == "lstm":
             d, _, _, dWx, dWh, db = lstm_backward(d, zeros, zeros, caches[layer + 1]["rnn"])
+            grads[f"l{layer}.b"] = db
+        elif model.cell == "rnn":
+            d, _, dWx, dWh, db = rnn_backward(d, zeros, caches[layer + 1]["rnn"])  # dR2-dR1
             grads[f"l{layer}.b"] = db
         else:
             d, _, dWx, dWh, dbx, dbh = gru_backward(d, zeros, caches[layer + 1]["rnn"])

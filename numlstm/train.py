@@ -43,7 +43,7 @@ from .io.checkpoint import load_checkpoint
 from .io.grad_norm_log import GRAD_NORM_CSV, GRAD_NORM_PNG, GradNormLog
 from .io.run_folder import CHECKPOINT, RunFolderError
 from .io.saving import load_model, save_model
-from .model import LanguageModel, State
+from .model import CELLS, LanguageModel, State
 from .optim import SGD, clip_factor, global_norm
 
 DEFAULT_CHECKPOINT_EVERY = 300.0  # seconds: a run stopped at any moment loses at most 5 minutes
@@ -287,8 +287,8 @@ def train(
                                 or not 1 <= threads <= config.batch_size):  # fmt: skip
         raise ValueError(f"threads must be an integer from 1 to batch_size="
                          f"{config.batch_size}, got {threads!r}")  # fmt: skip
-    if cell not in ("lstm", "gru"):
-        raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
     lstmp = [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
              if getattr(config, k) not in (None, False)]  # fmt: skip
     if cell != "lstm" and lstmp:  # refused here, before the run folder is touched
@@ -599,11 +599,21 @@ def _prepare_kernels(model: LanguageModel, parallel: DataParallel | None, data: 
     log(f"Kernels ready in {time.perf_counter() - start:.1f} s")
 
 
+# the cells as a message names them, with their article ("an RNN run, not a GRU")
+_CELL_NAMES = {"lstm": "an LSTM", "gru": "a GRU", "rnn": "an RNN"}
+
+
+# the learning rate each cell trains with at the tutorial's sizes, where it is not the LSTM's
+# 1.0 (cli.CELL_LEARNING_RATES; where it is documented)
+_CELL_LR = {"gru": (0.5, "docs/results.md"), "rnn": (0.25, "docs/rnn.md")}
+
+
 def _advice(config: Config, cell: str) -> str:
-    lower = 0.5 if cell == "gru" and config.learning_rate >= 1 else config.learning_rate / 2
+    known, page = _CELL_LR.get(cell, (None, ""))
+    lower = known if known and config.learning_rate >= 2 * known else config.learning_rate / 2
     return (f"The learning rate {config.learning_rate:g} is too high for this model: start "
             f"again with --learning_rate {lower:g} (and --overwrite, or another --out)"
-            + (" — the GRU trains with 0.5, docs/results.md" if cell == "gru" else "")
+            + (f" — the {cell.upper()} trains with {known:g}, {page}" if known else "")
             + ", or clip harder with a smaller --max_grad_norm.")  # fmt: skip
 
 
@@ -627,8 +637,9 @@ def _check_resume(saved: dict, saved_cell: str, cell: str, config: Config, finge
     """Refuse to resume a checkpoint that is not this run, naming what differs; check the
     saved position before trusting it (a crafted or damaged checkpoint must not skip data)."""
     if saved_cell != cell:
-        raise RunFolderError(f"{path} holds a {saved_cell.upper()} run, not {cell.upper()}; use "
-                             "another --out or drop --resume")  # fmt: skip
+        raise RunFolderError(f"{path} holds {_CELL_NAMES.get(saved_cell, saved_cell)} run, "
+                             f"not {_CELL_NAMES.get(cell, cell)}; use another --out or drop "
+                             "--resume")  # fmt: skip
     # A checkpoint from before the model options existed was trained with them off.
     defaults = {k: getattr(Config(), k) for k in MODEL_OPTIONS}
     saved_config = {**defaults, **(saved.get("config") or {})}

@@ -157,12 +157,13 @@ def test_lstmp_state_mask_acts_only_on_the_recurrent_product():
 # ------------------------------------------------------------------------ the model
 
 
-MODEL_CASES = [(cell, site) for cell in ("lstm", "gru") for site in SITES
-               if not (cell == "gru" and site == "state")]  # fmt: skip
+MODEL_CASES = [(cell, site) for cell in ("lstm", "gru", "rnn") for site in SITES
+               if not (cell != "lstm" and site == "state")]  # fmt: skip
 
 
 def gru_safe(dropout, cell):
-    return Dropout(**{**dropout.to_dict(), "state_keep_prob": 1.0}) if cell == "gru" else dropout
+    """The dropout without its state site (D4) for the cells that refuse it (GRU, RNN)."""
+    return Dropout(**{**dropout.to_dict(), "state_keep_prob": 1.0}) if cell != "lstm" else dropout
 
 
 @pytest.mark.parametrize("mode", VARIATIONAL, ids=VAR_IDS)
@@ -186,7 +187,7 @@ def test_model_gradcheck_each_site(seed, cell, site, mode, check_grads):
 
 @pytest.mark.parametrize("mode", VARIATIONAL, ids=VAR_IDS)
 @pytest.mark.parametrize("case", ["T1B1", "lengths"])
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_model_gradcheck_all_sites_small_and_padded(seed, cell, case, mode, check_grads):
     model = random_model(cell, 2, seed)
     dropout = with_mode(gru_safe(SITES["all"], cell), mode)
@@ -303,7 +304,7 @@ def test_variational_masks_are_the_same_at_every_step():
 # ------------------------------------------------------------------------ defaults unchanged
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_float_keep_prob_is_todays_dropout(cell, dtype):
     """A float keep_prob and Dropout.from_keep_prob give the same bits as each other and as the
@@ -370,7 +371,7 @@ def test_slice_rows_keeps_a_batch_mask_whole():
 
 
 @pytest.mark.parametrize("mode", VARIATIONAL, ids=VAR_IDS)
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_data_parallel_equals_one_thread(cell, mode):
     model = random_model(cell, 2, 4)
     dropout = with_mode(gru_safe(SITES["all"], cell), mode)

@@ -23,6 +23,7 @@ CELLS = {
     "lstm": {"cell": "lstm", "forget_bias": 1.0},
     "gru": {"cell": "gru", "reset_after": True},
     "gru-cho": {"cell": "gru", "reset_after": False},
+    "rnn": {"cell": "rnn"},  # no compiled loop: evaluate_sequence runs model.loss in chunks
 }
 TOL = {np.float64: 1e-10, np.float32: 1e-4}  # relative, on the summed loss
 

@@ -162,7 +162,7 @@ def test_bad_logits(z):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_generate_is_deterministic_per_seed(cell):
     m, prime = tiny_model(cell), [2, 3, 4]
     a = generate(m, prime, 40, seed=7)
@@ -171,7 +171,7 @@ def test_generate_is_deterministic_per_seed(cell):
     assert len(a) == 40 and all(0 <= i < len(WORDS) for i in a)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("kwargs", [{}, {"temperature": 0.5, "top_k": 4}, {"top_p": 0.8}])
 def test_fast_path_matches_model_logits(cell, kwargs):
     """The one-token stepper must give what model.logits gives, step by step."""
@@ -239,7 +239,9 @@ def test_decode_eos_is_a_newline():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cell", "dtype"), [("lstm", np.float32), ("gru", np.float64)])
+@pytest.mark.parametrize(
+    ("cell", "dtype"), [("lstm", np.float32), ("gru", np.float64), ("rnn", np.float32)]
+)
 def test_save_load_round_trip(tmp_path, cell, dtype):
     m = tiny_model(cell, dtype)
     path = save_model(tmp_path / "m.npz", m, WORDS, extra_meta={"valid_ppl": 123.4})

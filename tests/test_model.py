@@ -16,11 +16,12 @@ from numlstm import (
     embedding_forward,
     gru_forward,
     lstm_forward,
+    rnn_forward,
     softmax_xent_loss,
 )
 
-CELLS = [("lstm", True), ("gru", True), ("gru", False)]
-CELL_IDS = ["lstm", "gru_after", "gru_before"]
+CELLS = [("lstm", True), ("gru", True), ("gru", False), ("rnn", True)]
+CELL_IDS = ["lstm", "gru_after", "gru_before", "rnn"]
 V, H, B, T = 7, 4, 2, 3
 
 
@@ -126,6 +127,9 @@ def compose_loss(model, x, y, state, masks):
                 inp, *state[layer], p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
                 forget_bias=model.forget_bias,
             )  # fmt: skip
+        elif model.cell == "rnn":
+            hs, _, _ = rnn_forward(inp, state[layer][0], p[f"l{layer}.Wx"], p[f"l{layer}.Wh"],
+                                   p[f"l{layer}.b"])  # fmt: skip
         else:
             hs, _, _ = gru_forward(
                 inp, state[layer][0], p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.bx"],
@@ -475,7 +479,7 @@ class TestModelBadInput:
 @pytest.mark.parametrize(
     "kwargs,error",
     [
-        ({"cell": "rnn"}, ValueError),
+        ({"cell": "elman"}, ValueError),
         ({"vocab_size": 0}, ValueError),
         ({"hidden_size": 2.5}, ValueError),
         ({"num_layers": 0}, ValueError),

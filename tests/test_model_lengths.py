@@ -25,8 +25,8 @@ from numlstm import DataParallel, IndexedRows, LanguageModel, dropout_mask
 from numlstm import reference as ref
 from numlstm.io import ptb
 
-CELLS = [("lstm", True), ("gru", True), ("gru", False)]
-CELL_IDS = ["lstm", "gru_after", "gru_before"]
+CELLS = [("lstm", True), ("gru", True), ("gru", False), ("rnn", True)]
+CELL_IDS = ["lstm", "gru_after", "gru_before", "rnn"]
 V, H = 9, 4
 REPO = Path(__file__).resolve().parent.parent
 PTB_DIR = Path(os.environ.get("NUMLSTM_PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))

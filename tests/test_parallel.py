@@ -14,8 +14,8 @@ from numlstm.fast.sparse import IndexedRows
 from numlstm.fast.team import ThreadTeam
 from numlstm.train import train_step
 
-CELLS = [("lstm", True), ("gru", True), ("gru", False)]
-CELL_IDS = ["lstm", "gru_after", "gru_before"]
+CELLS = [("lstm", True), ("gru", True), ("gru", False), ("rnn", True)]
+CELL_IDS = ["lstm", "gru_after", "gru_before", "rnn"]
 V, H, T = 23, 6, 4
 
 needs_blas_control = pytest.mark.skipif(

@@ -35,8 +35,8 @@ from numlstm import reference as ref
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-11, np.float32: 2e-5}
-CELLS = [("lstm", True), ("gru", True), ("gru", False)]
-CELL_IDS = ["lstm", "gru_after", "gru_before"]
+CELLS = [("lstm", True), ("gru", True), ("gru", False), ("rnn", True)]
+CELL_IDS = ["lstm", "gru_after", "gru_before", "rnn"]
 
 # worst fast-vs-reference difference per dtype: dtype name -> (error, what); printed at the end
 _WORST: dict[str, tuple[float, str]] = {}

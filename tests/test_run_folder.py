@@ -59,7 +59,7 @@ def test_resume_names_the_fields_that_differ(data, tmp_path):
     train.train(_tiny(), data, tmp_path, **QUIET)
     with pytest.raises(RunFolderError, match=r"hidden_size: 12 -> 8; keep_prob: 0.5 -> 1.0"):
         train.train(_tiny(hidden_size=8, keep_prob=1.0), data, tmp_path, resume=True, **QUIET)
-    with pytest.raises(RunFolderError, match="holds a LSTM run, not GRU"):
+    with pytest.raises(RunFolderError, match="holds an LSTM run, not a GRU"):
         train.train(_tiny(), data, tmp_path, cell="gru", resume=True, **QUIET)
 
 

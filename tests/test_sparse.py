@@ -8,9 +8,10 @@ import pytest
 from numlstm import SGD, Adam, IndexedRows, LanguageModel, clip_by_global_norm, global_norm
 from numlstm.gru import gru_backward_unchecked, gru_forward_unchecked
 from numlstm.lstm import lstm_backward_unchecked, lstm_forward_unchecked
+from numlstm.rnn import rnn_backward_unchecked, rnn_forward_unchecked
 
-CELLS = [("lstm", True), ("gru", True), ("gru", False)]
-CELL_IDS = ["lstm", "gru_after", "gru_before"]
+CELLS = [("lstm", True), ("gru", True), ("gru", False), ("rnn", True)]
+CELL_IDS = ["lstm", "gru_after", "gru_before", "rnn"]
 SEEDS = pytest.mark.parametrize("seed", [0, 1, 2])
 
 
@@ -134,7 +135,7 @@ def test_backward_without_dh0_gives_the_same_weight_gradients(seed, cell, reset_
     """need_dh0=False only skips the gradient on the initial state."""
     rng = np.random.default_rng(seed)
     T, B, D, H = 4, 3, 5, 6
-    G = 4 if cell == "lstm" else 3
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     x = rng.standard_normal((T, B, D))
     h0 = rng.standard_normal((B, H))
     Wx, Wh = rng.standard_normal((D, G * H)), rng.standard_normal((H, G * H))
@@ -145,6 +146,11 @@ def test_backward_without_dh0_gives_the_same_weight_gradients(seed, cell, reset_
         *_, cache = lstm_forward_unchecked(x, h0, h0.copy(), Wx, Wh, b)
         full = lstm_backward_unchecked(dhs, zeros, zeros, cache)
         short = lstm_backward_unchecked(dhs, zeros, zeros, cache, need_dh0=False)
+    elif cell == "rnn":
+        b = rng.standard_normal(G * H)
+        *_, cache = rnn_forward_unchecked(x, h0, Wx, Wh, b)
+        full = rnn_backward_unchecked(dhs, zeros, cache)
+        short = rnn_backward_unchecked(dhs, zeros, cache, need_dh0=False)
     else:
         bx, bh = rng.standard_normal(G * H), rng.standard_normal(G * H)
         *_, cache = gru_forward_unchecked(x, h0, Wx, Wh, bx, bh, reset_after)

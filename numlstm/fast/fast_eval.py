@@ -35,7 +35,8 @@ The result equals the per-word loop over ``LanguageModel.loss`` up to rounding (
 in another order than BLAS's): ~1e-16 relative in float64, ~1e-9 in float32 for the summed
 loss.
 
-A model with the LSTMP options (docs/lstmp.md) or an embedding width E != H is scored by
+A plain RNN model (cell="rnn", docs/rnn.md R1-R2), a model with the LSTMP options
+(docs/lstmp.md) or one with an embedding width E != H is scored by
 ``LanguageModel.loss`` over chunks of words instead (same numbers, Python speed); tied
 embeddings alone keep the compiled path, with Wsm = embedding.T copied once (T1).
 
@@ -302,7 +303,7 @@ def _gru_sequence(ids, emb, Wxs, Whs, bxs, bhs, reset_after, Wsm, bsm, h, block,
 def _plain_sequence(model: LanguageModel, ids: np.ndarray, state: State | None,
                     block: int) -> tuple[float, State]:  # fmt: skip
     """``evaluate_sequence`` through ``model.loss`` (batch 1, ``block`` words per call): for
-    the options the compiled loops do not implement (LSTMP layers, E != H)."""
+    the options the compiled loops do not implement (LSTMP layers, E != H, the plain RNN)."""
     state = model.init_state(1) if state is None else state
     total = 0.0
     for lo in range(0, ids.shape[0] - 1, block):
@@ -347,7 +348,9 @@ def evaluate_sequence(
 
     Parameters
     ----------
-    model : the LanguageModel (LSTM or GRU, any number of layers); no dropout is applied.
+    model : the LanguageModel (LSTM or GRU, any number of layers; a plain RNN, LSTMP layers
+        or E != H run through ``model.loss`` in chunks of ``block`` words); no dropout is
+        applied.
     ids : (N,) integer token ids in [0, vocab_size), N >= 2.
     state : initial state as from ``model.init_state(1)`` (per layer (h, c) or (h,), each
         (1, H)); None for zeros. It is not modified.
@@ -377,7 +380,9 @@ def evaluate_sequence(
         raise ValueError(f"block must be a positive integer, got {block}")
     ids = ids.astype(np.int64, copy=False)
     block = min(int(block), ids.shape[0] - 1)  # the block buffers need no more rows than words
-    if model._lstmp or model.embedding_size != model.hidden_size:
+    # The plain RNN has no compiled loop: its step (R2) is one small GEMV and a tanh, and
+    # ``model.loss`` on chunks of ``block`` words gives the same sums (batch 1, in order).
+    if model._lstmp or model.embedding_size != model.hidden_size or model.cell == "rnn":
         return _plain_sequence(model, ids, state, block)
     arrays = _state_arrays(model, state)
     p, L = model.params, model.num_layers

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model import CELLS, LanguageModel
+from ..model import BIASES, CELLS, GATES, LanguageModel
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 MODEL_KIND = "numlstm-language-model"
@@ -124,13 +124,12 @@ def _expected_params(path: object, config: Mapping[str, Any], arrays: Mapping[st
             f"{path}: config says num_layers={L}, but the checkpoint holds "
             f"{len(layers)} layer(s) of weights"
         )
-    dtype, G = np.dtype(dtype_name), 4 if cell == "lstm" else 3
+    dtype, G = np.dtype(dtype_name), GATES[cell]
     shapes: dict[str, tuple[int, ...]] = {"embedding": (V, E)}
     for layer in range(L):
         shapes[f"l{layer}.Wx"] = (E if layer == 0 else P, G * H)
         shapes[f"l{layer}.Wh"] = (P, G * H)
-        biases = ("b",) if cell == "lstm" else ("bx", "bh")
-        shapes.update({f"l{layer}.{b}": (G * H,) for b in biases})
+        shapes.update({f"l{layer}.{b}": (G * H,) for b in BIASES[cell]})
         if config.get("peepholes"):
             shapes[f"l{layer}.peepholes"] = (3, H)
         if config.get("proj_size") is not None:
