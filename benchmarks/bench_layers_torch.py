@@ -157,7 +157,9 @@ def worker(args: argparse.Namespace) -> None:
     calls = {k: make(args, k) for k in kinds}
     # The outputs and input gradients, compared between the sides by the parent: both time
     # the same computation.
-    check = {k: [float(np.abs(a).sum()) for a in call()] for k, call in calls.items()}
+    # Summed in float64 so that the float32 rounding of the sum cannot hide a difference.
+    check = {k: [float(np.abs(a).sum(dtype=np.float64)) for a in call()]
+             for k, call in calls.items()}  # fmt: skip
     for call in calls.values():  # warm-up: Numba's cache, BLAS's and torch's first calls
         for _ in range(3):
             call()
