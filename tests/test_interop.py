@@ -361,3 +361,29 @@ def test_bad_types_name_the_argument():
         interop.from_tf_lstm(_z(D + H, 4 * H), _z(4 * H), input_size=4.0)
     with pytest.raises(TypeError, match="bias"):
         interop.from_torch_rnn(_z(H, D), _z(H, H), _z(H).astype(np.float32), _z(H))
+
+
+def test_torch_language_model_into_language_model(torch):
+    """docs/interop.md section 3.3's recipe: a PyTorch word LM's logits, reproduced."""
+    V, Hm, L, Bm, Tm = 11, 5, 2, 2, 4
+    emb, rnn, dec = torch.nn.Embedding(V, Hm), torch.nn.LSTM(Hm, Hm, L), torch.nn.Linear(Hm, V)
+    for mod in (emb, rnn, dec):
+        mod.double()
+        _perturb(torch, mod, 20)
+    tokens = _rng(21).integers(0, V, (Bm, Tm))
+    with torch.no_grad():
+        out, _ = rnn(emb(torch.tensor(tokens.T)))  # time-major (T, B, H)
+        want = dec(out).numpy().transpose(1, 0, 2)  # (B, T, V)
+    model = numlstm.LanguageModel(V, Hm, L, dtype=np.float64)
+    p = model.params
+    p["embedding"][...] = _np(emb.weight)
+    p["softmax_w"][...] = _np(dec.weight).T
+    p["softmax_b"][...] = _np(dec.bias)
+    sd = {k: v.numpy() for k, v in rnn.state_dict().items()}
+    for k in range(L):
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        w = interop.from_torch_lstm(*(sd[f"{n}_l{k}"] for n in names))
+        for name in ("Wx", "Wh", "b"):
+            p[f"l{k}.{name}"][...] = w[name]
+    scores, _ = model.logits(tokens, model.init_state(Bm))
+    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-11)
