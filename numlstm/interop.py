@@ -62,10 +62,11 @@ def _same_dtype(**arrays: np.ndarray | None) -> np.dtype:
     return dtypes.pop()
 
 
-def _gates(name: str, rows: int, n_gates: int) -> int:
-    if rows % n_gates or rows == 0:
-        raise ValueError(f"{name} must have a multiple of {n_gates} rows ({n_gates}H), got {rows}")
-    return rows // n_gates
+def _gates(name: str, n: int, n_gates: int, axis: str = "rows") -> int:
+    """H from a count of n_gates * H rows (or columns); the error names the argument."""
+    if n % n_gates or n == 0:
+        raise ValueError(f"{name} must have {n_gates}H {axis} (H >= 1), got {n}")
+    return n // n_gates
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def to_torch_lstm(
     with W_proj, ``weight_hr``. Without peepholes, cell_clip, proj_clip and with forget_bias
     folded into b (add it to b's f block), which PyTorch's LSTM lacks."""
     Wx_, Wh_, b_ = _array("Wx", Wx, 2), _array("Wh", Wh, 2), _array("b", b, 1)
-    H = _gates("Wx's columns: Wx", Wx_.shape[1], 4)
+    H = _gates("Wx", Wx_.shape[1], 4, "columns")
     Wp = None if W_proj is None else _array("W_proj", W_proj, 2)
     P = H if Wp is None else Wp.shape[1]
     if Wp is not None:
@@ -207,7 +208,7 @@ def to_torch_lstm(
 def to_torch_gru(Wx: object, Wh: object, bx: object, bh: object) -> dict[str, np.ndarray]:
     """The inverse of ``from_torch_gru`` (reset-after weights only)."""
     Wx_, Wh_ = _array("Wx", Wx, 2), _array("Wh", Wh, 2)
-    H = _gates("Wx's columns: Wx", Wx_.shape[1], 3)
+    H = _gates("Wx", Wx_.shape[1], 3, "columns")
     _expect("Wh", Wh_, (H, 3 * H), "(H, 3H)")
     return {
         "weight_ih": np.ascontiguousarray(Wx_.T),
@@ -282,7 +283,7 @@ def from_tf_lstm(
     pass the cell's values (TensorFlow's None is numlstm's None).
     """
     k = _array("kernel", kernel, 2)
-    H = _gates("kernel's columns: kernel", k.shape[1], 4)
+    H = _gates("kernel", k.shape[1], 4, "columns")
     b = _array("bias", bias, 1)
     _expect("bias", b, (4 * H,), "(4H,)")
     wp = None if projection_kernel is None else _array("projection_kernel", projection_kernel, 2)
@@ -341,7 +342,7 @@ def from_tf_gru(
     False every bias enters unmultiplied, so TensorFlow's single bias is bx.
     """
     gk = _array("gate_kernel", gate_kernel, 2)
-    H = _gates("gate_kernel's columns: gate_kernel", gk.shape[1], 2)
+    H = _gates("gate_kernel", gk.shape[1], 2, "columns")
     gb = _array("gate_bias", gate_bias, 1)
     _expect("gate_bias", gb, (2 * H,), "(2H,)")
     ck = _array("candidate_kernel", candidate_kernel, 2)
