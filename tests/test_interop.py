@@ -387,3 +387,29 @@ def test_torch_language_model_into_language_model(torch):
             p[f"l{k}.{name}"][...] = w[name]
     scores, _ = model.logits(tokens, model.init_state(Bm))
     np.testing.assert_allclose(scores, want, rtol=0, atol=1e-11)
+
+
+def test_torch_bidirectional_packed_lstm(torch):
+    """interop.md 2.1-2.2: `_reverse` entries are params_bw, a packed batch is lengths=."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    m = torch.nn.LSTM(D, H, bidirectional=True).double()
+    _perturb(torch, m, 30)
+    x, _, _, _, tt = _inputs(torch, 31, H, H)
+    lengths = np.array([3, T, 1])  # unsorted: enforce_sorted=False
+    packed = pack_padded_sequence(tt["x"], torch.tensor(lengths), enforce_sorted=False)
+    out, (hn, cn) = m(packed)
+    out, _ = pad_packed_sequence(out, total_length=T)
+    sd = {k: v.numpy() for k, v in m.state_dict().items()}
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    zero = np.zeros((B, H))
+    fw = interop.from_torch_lstm(*(sd[f"{n}_l0"] for n in names))
+    bw = interop.from_torch_lstm(*(sd[f"{n}_l0_reverse"] for n in names))
+    hs, final_fw, final_bw, _ = numlstm.bidirectional_forward(
+        "lstm", x, (zero, zero, fw["Wx"], fw["Wh"], fw["b"]),
+        (zero, zero, bw["Wx"], bw["Wh"], bw["b"]), lengths,
+    )  # fmt: skip
+    np.testing.assert_allclose(hs, _np(out), rtol=0, atol=1e-12)
+    for k, (hT, cT) in enumerate((final_fw, final_bw)):
+        np.testing.assert_allclose(hT, _np(hn)[k], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(cT, _np(cn)[k], rtol=0, atol=1e-12)
