@@ -257,8 +257,7 @@ def _train(args: argparse.Namespace) -> int:
         print_(f"{args.cell.upper()}: learning_rate {changes['learning_rate']:g} (the "
                f"tutorial's 1.0 makes the {args.cell.upper()} diverge)")  # fmt: skip
     config = config.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
-    lstmp = [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
-             if getattr(config, k) not in (None, False)]  # fmt: skip
+    lstmp = config.lstmp_options_on()
     if args.cell != "lstm" and lstmp:  # before the data is loaded
         raise ValueError(f"{', '.join(lstmp)}: the LSTMP options need --cell lstm")
     check_cell(config.dropout(), args.cell)  # before loading any data

@@ -165,6 +165,12 @@ class Config:
             raise ValueError(f"tie_embeddings needs the top layer's output width (num_proj, or "
                              f"hidden_size) == embedding_size: got {P} != {E}")  # fmt: skip
 
+    def lstmp_options_on(self) -> list[str]:
+        """The LSTMP options (P2-P8) this config turns on; they need cell 'lstm' (the training
+        entry points refuse another cell with them before touching data or run folders)."""
+        return [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
+                if getattr(self, k) not in (None, False)]  # fmt: skip
+
     def model_options(self) -> dict:
         """The ``LanguageModel`` keyword arguments of the model options (num_proj is its
         proj_size)."""

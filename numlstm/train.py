@@ -289,8 +289,7 @@ def train(
                          f"{config.batch_size}, got {threads!r}")  # fmt: skip
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-    lstmp = [k for k in ("peepholes", "cell_clip", "num_proj", "proj_clip")
-             if getattr(config, k) not in (None, False)]  # fmt: skip
+    lstmp = config.lstmp_options_on()
     if cell != "lstm" and lstmp:  # refused here, before the run folder is touched
         raise ValueError(f"{', '.join(lstmp)}: the LSTMP options need cell 'lstm', got {cell!r}")
     check_cell(config.dropout(), cell)  # state dropout is for the LSTM only
@@ -681,19 +680,37 @@ def _resume_points(segments: list[dict], n_batches: int) -> list[float]:
     return [s["start"]["epoch"] + s["start"]["step"] / n_batches for s in segments[1:]]
 
 
-def plot_history(history: list[dict], path: Path, title: str = "", log=print,
-                 resumes: list[float] = ()) -> None:  # fmt: skip
-    """Train and valid perplexity per epoch to a PNG (skipped if matplotlib is missing), with a
-    dotted line where the run was resumed."""
-    if not history:
-        return
+def _pyplot(log, what: str):
+    """matplotlib.pyplot on the file-only Agg backend, or None (said once through ``log``)
+    when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is not installed; skipping the perplexity plot")
+        log(f"matplotlib is not installed; skipping {what}")
+        return None
+    return plt
+
+
+def _write_png(plt, fig, path: Path) -> None:
+    """The figure as a PNG, written atomically (run_folder.write_atomic), then closed."""
+    fig.tight_layout()
+    png = BytesIO()
+    fig.savefig(png, dpi=100, format="png")
+    plt.close(fig)
+    run_folder.write_atomic(path, png.getvalue())
+
+
+def plot_history(history: list[dict], path: Path, title: str = "", log=print,
+                 resumes: list[float] = ()) -> None:  # fmt: skip
+    """Train and valid perplexity per epoch to a PNG (skipped if matplotlib is missing), with a
+    dotted line where the run was resumed."""
+    if not history:
+        return
+    plt = _pyplot(log, "the perplexity plot")
+    if plt is None:
         return
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -708,11 +725,7 @@ def plot_history(history: list[dict], path: Path, title: str = "", log=print,
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    png = BytesIO()
-    fig.savefig(png, dpi=100, format="png")
-    plt.close(fig)
-    run_folder.write_atomic(path, png.getvalue())
+    _write_png(plt, fig, path)
 
 
 def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
@@ -723,13 +736,8 @@ def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
     line where the run was resumed. x is in epochs (2.5: halfway through epoch 3)."""
     if not len(grad_norms):
         return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed; skipping the gradient norm plot")
+    plt = _pyplot(log, "the gradient norm plot")
+    if plt is None:
         return
     x = (np.array(grad_norms.epochs) - 1) + np.array(grad_norms.steps) / steps_per_epoch
     norms = np.array(grad_norms.norms)
@@ -750,8 +758,4 @@ def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = BytesIO()
-    fig.savefig(png, dpi=100, format="png")
-    plt.close(fig)
-    run_folder.write_atomic(path, png.getvalue())
+    _write_png(plt, fig, path)
