@@ -25,6 +25,9 @@ batch size 20 and the config's num_steps, hidden size, layers and keep_prob:
   numlstm's OMP_WAIT_POLICY=PASSIVE. Ratio = median numlstm / median torch.
 * ``--hidden-sweep 200,400,...``: training words/s against hidden size for the small
   architecture (2 layers, T = 20), with the roofline; ``--plot PATH.png`` draws it.
+* ``--variants "plain; tied: tie_embeddings=true; ..."``: a row per variant of each config,
+  with those Config fields changed (model options, tying, dropout sites), timed side by side
+  in this process; no roofline for the options that change the GEMM shapes.
 * ``--startup``: wall time of a fresh ``python -c "import numlstm; <small model, one train
   step>"``, twice, with an empty Numba cache directory: the first run compiles every kernel,
   the second loads them from the cache.
@@ -75,6 +78,7 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import typing  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -260,11 +264,60 @@ def roofline(cfg: Config, cell: str) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# --variants: the same config with model or dropout options changed
+# --------------------------------------------------------------------------------------------
+
+# Options that change the GEMM shapes step_gemms() and flops_per_word() assume (D = H, softmax
+# H x V): rows with them get no roofline.
+SHAPE_OPTIONS = ("num_proj", "embedding_size")
+
+
+def _field_value(name: str, text: str) -> object:
+    """``text`` as the type of Config field ``name``; 'none' is None for optional fields."""
+    hints = typing.get_type_hints(Config)
+    if name not in hints:
+        raise ValueError(f"--variants: Config has no field {name!r}")
+    hint, text = hints[name], text.strip()
+    kinds = typing.get_args(hint) or (hint,)
+    if text.lower() == "none" and type(None) in kinds:
+        return None
+    if bool in kinds:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--variants: {name} takes true or false, not {text!r}")
+        return text.lower() in ("true", "1")
+    kind = next(k for k in kinds if k is not type(None))
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"--variants: {name}={text!r} is not a valid {kind.__name__}") from None
+
+
+def parse_variants(text: str) -> list[tuple[str, dict]]:
+    """'plain; tied: tie_embeddings=true; state: state_keep_prob=0.8, variational=sequence'
+    -> [(name, {field: value, ...}), ...]; a name alone is the config unchanged."""
+    variants = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, body = part.partition(":")
+        changes = {}
+        for item in filter(None, (i.strip() for i in body.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"--variants: {item!r} in {name!r} is not field=value")
+            changes[key.strip()] = _field_value(key.strip(), value)
+        variants.append((name.strip(), changes))
+    names = [n for n, _ in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--variants: names repeat: {names}")
+    return variants
+
+
+# --------------------------------------------------------------------------------------------
 # numlstm runners
 # --------------------------------------------------------------------------------------------
 
 
 def numlstm_model(cfg: Config, cell: str, seed: int = 0) -> numlstm.LanguageModel:
+    """The model ``numlstm train`` builds for this config (its model options included)."""
     return numlstm.LanguageModel(
         cfg.vocab_size,
         cfg.hidden_size,
@@ -272,6 +325,7 @@ def numlstm_model(cfg: Config, cell: str, seed: int = 0) -> numlstm.LanguageMode
         cell=cell,
         init_scale=cfg.init_scale,
         seed=seed,
+        **cfg.model_options(),
     )
 
 
@@ -289,6 +343,7 @@ def numlstm_trainer(
     rng = np.random.default_rng(seed)
     batches = random_batches(cfg, seed)
     state = [model.init_state(B)]
+    dropout = cfg.dropout()  # as train.train passes it: keep_prob alone gives the same draws
 
     def run(steps: int) -> None:
         s = state[0]
@@ -296,7 +351,7 @@ def numlstm_trainer(
             par = stack.enter_context(DataParallel(model, threads)) if threads > 1 else None
             for i in range(steps):
                 x, y = batches[i % N_BATCHES]
-                _, s = train_step(model, opt, x, y, s, cfg.max_grad_norm, cfg.keep_prob, rng, par)
+                _, s = train_step(model, opt, x, y, s, cfg.max_grad_norm, dropout, rng, par)
         state[0] = s
 
     return run
@@ -319,7 +374,9 @@ def loss_loop(model: numlstm.LanguageModel, ids: np.ndarray) -> float:
 
 def bench_row(cfg_name: str, cfg: Config, cell: str, args) -> dict:
     words = args.steps * B * cfg.num_steps
+    shape_changed = [k for k in SHAPE_OPTIONS if getattr(cfg, k) is not None]
     row: dict = {
+        "variant": getattr(args, "variant_name", ""),
         "config": cfg_name,
         "cell": cell,
         "hidden": cfg.hidden_size,
@@ -335,11 +392,15 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args) -> dict:
     roofs: list[tuple[float, float]] = []
     for _ in range(args.repeats):
         train_wps.append(words / timed(lambda: ours(args.steps)))
-        roofs.append(roofline(cfg, cell))  # right after: the same machine load
+        if not shape_changed:
+            roofs.append(roofline(cfg, cell))  # right after: the same machine load
     row["numlstm_train_wps"] = statistics.median(train_wps)
     row["numlstm_train_wps_runs"] = train_wps
 
-    # FLOPs and the GEMM roofline.
+    # FLOPs and the GEMM roofline (for the shapes step_gemms() knows).
+    if shape_changed:
+        row["roofline_skipped"] = f"the GEMM shapes differ with {', '.join(shape_changed)}"
+        return _eval_columns(row, cfg, cell, args)
     row["flops_per_word"] = flops_per_word(cfg, cell)
     row["achieved_gflops"] = row["flops_per_word"] * row["numlstm_train_wps"] / 1e9
     row["gemm_seconds_per_step"] = statistics.median(r[0] for r in roofs)
@@ -348,8 +409,11 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args) -> dict:
     row["roofline_wps_runs"] = [r[1] for r in roofs]
     row["efficiency_runs"] = [w / r[1] for w, r in zip(train_wps, roofs, strict=True)]
     row["efficiency"] = statistics.median(row["efficiency_runs"])
+    return _eval_columns(row, cfg, cell, args)
 
-    # Evaluation at batch 1 x 1 step.
+
+def _eval_columns(row: dict, cfg: Config, cell: str, args) -> dict:
+    """Evaluation at batch 1 x 1 step, and the peak RSS."""
     n = args.eval_steps
     ids = np.random.default_rng(1).integers(0, cfg.vocab_size, n + 1)
     model = numlstm_model(cfg, cell)
@@ -373,12 +437,17 @@ def bench_row(cfg_name: str, cfg: Config, cell: str, args) -> dict:
     return row
 
 
+def _label(row: dict) -> str:
+    return " ".join(filter(None, (row.get("variant"), row["config"], row["cell"])))
+
+
 def _fmt(v, spec: str = ",.0f") -> str:
     return "-" if v is None else format(v, spec)
 
 
 def print_table(rows: list[dict], with_torch: bool, with_parallel: bool) -> None:
-    cols = [
+    cols = [("variant", "variant", "s")] if any(r.get("variant") for r in rows) else []
+    cols += [
         ("config", "config", "s"),
         ("cell", "cell", "s"),
         ("numlstm train wps", "numlstm_train_wps", ",.0f"),
@@ -645,6 +714,13 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list of hidden sizes for the sweep, e.g. 200,400,650",
     )
     parser.add_argument("--plot", default="", help="PNG path for the hidden-size sweep")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="rows of each config with Config fields changed, side by side in this run: "
+        "'plain; tied: tie_embeddings=true; state: state_keep_prob=0.8, variational=sequence' "
+        "(docs/dropout.md, docs/lstmp.md)",
+    )
     parser.add_argument("--startup", action="store_true", help="measure import + first step")
     parser.add_argument("--json", default="", help="write all results to this JSON file")
     args = parser.parse_args(argv)  # --threads was applied at import (see the top of the file)
@@ -654,6 +730,12 @@ def main(argv: list[str] | None = None) -> None:
     for c in cells:
         if c not in ("lstm", "gru"):
             parser.error(f"unknown cell {c!r}")
+    try:
+        variants = parse_variants(args.variants) if args.variants else [("", {})]
+    except ValueError as e:
+        parser.error(str(e))
+    if args.compare_torch and any(changes for _, changes in variants):
+        parser.error("--compare-torch times the tutorial's model only: drop --variants")
     threads = args.threads or os.cpu_count() or 1
     args.step_threads_given = args.step_threads is not None
     if args.step_threads is None:
@@ -665,10 +747,14 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict = {"args": vars(args), "flops_formula": FLOPS_FORMULA, "rows": []}
     envs: tuple[dict, dict] | None = None
-    for name in configs:
-        cfg = get_config(name)
+    for name, (variant, changes) in ((n, v) for n in configs for v in variants):
+        try:
+            cfg = get_config(name).replace(**changes).validate()
+        except ValueError as e:
+            parser.error(f"--variants {variant}: {e}")
+        args.variant_name = variant
         for cell in cells:
-            print(f"running {name} {cell} ...", flush=True)
+            print(f"running {name} {variant} {cell} ...".replace("  ", " "), flush=True)
             if with_torch:
                 with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
                     row, *sides = compare_row(name, cfg, cell, args, tmp)
@@ -716,9 +802,14 @@ def main(argv: list[str] | None = None) -> None:
     if results["rows"]:
         print_table(results["rows"], with_torch, args.eval_parallel)
         print(f"\nFLOPs per trained word (GEMMs only, backward = 2 x forward): {FLOPS_FORMULA}")
+        roofed = [r for r in results["rows"] if "roofline_skipped" not in r]
         for r in results["rows"]:
+            if "roofline_skipped" in r:
+                print(f"  {_label(r)}: no roofline "
+                      f"({r['roofline_skipped']})")  # fmt: skip
+        for r in roofed:
             print(
-                f"  {r['config']} {r['cell']}: {r['flops_per_word'] / 1e6:.1f} MFLOP/word; "
+                f"  {_label(r)}: {r['flops_per_word'] / 1e6:.1f} MFLOP/word; "
                 f"GEMMs alone {1e3 * r['gemm_seconds_per_step']:.1f} ms/step"
             )
         print(
@@ -726,9 +817,9 @@ def main(argv: list[str] | None = None) -> None:
             "measured after each training run; efficiency = median over runs of achieved / "
             "roofline of the same run."
         )
-        for r in results["rows"]:
+        for r in roofed:
             runs = ", ".join(f"{e:.0%}" for e in r["efficiency_runs"])
-            print(f"  {r['config']} {r['cell']} efficiency per run: {runs}")
+            print(f"  {_label(r)} efficiency per run: {runs}")
         if with_torch:
             print("peak RSS: the largest of the numlstm processes' peaks.")
             for r in results["rows"]:

@@ -199,6 +199,50 @@ def test_bench_train(tmp_path):
     assert mine == REPO / "numlstm" / "__init__.py"
 
 
+def test_bench_train_variants_are_rows_of_the_changed_config(tmp_path):
+    out = run("benchmarks/bench_train.py", "--configs", "test", "--cells", "lstm",
+              "--steps", "2", "--eval-steps", "20", "--repeats", "1",
+              "--variants", "plain; state: state_keep_prob=0.8, variational=sequence; "
+              "proj: hidden_size=4, num_proj=2",
+              "--json", tmp_path / "r.json", cwd=tmp_path)  # fmt: skip
+    one(r"^\| plain \| test \| lstm \| [\d,]+ \| [\d,]+ \| \d+% \|", out)
+    one(r"^\| proj \| test \| lstm \| [\d,]+ \| - \| - \|", out)  # no roofline for P != H
+    one(r"^  proj test lstm: no roofline \(the GEMM shapes differ with num_proj\)$", out)
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["plain", "state", "proj"]
+    assert all(r["numlstm_train_wps"] > 0 and r["fast_eval_eval_wps"] > 0 for r in rows)
+
+
+def test_bench_train_variants_parse_to_typed_config_fields():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    variants = bench_train.parse_variants(
+        "plain; both: tie_embeddings=true, state_keep_prob=0.75, variational=sequence, "
+        "num_proj=none; wide: hidden_size=400, num_proj=200"
+    )
+    assert variants == [
+        ("plain", {}),
+        ("both", {"tie_embeddings": True, "state_keep_prob": 0.75, "variational": "sequence",
+                  "num_proj": None}),
+        ("wide", {"hidden_size": 400, "num_proj": 200}),
+    ]  # fmt: skip
+    cfg = bench_train.get_config("test").replace(hidden_size=4, tie_embeddings=True, num_proj=4)
+    model = bench_train.numlstm_model(cfg, "lstm")  # the options reach the model
+    assert "softmax_w" not in model.params and "l0.W_proj" in model.params
+    for bad, says in (
+        ("x: hidden=3", "no field 'hidden'"),
+        ("x: hidden_size", "not field=value"),
+        ("x: tie_embeddings=maybe", "true or false"),
+        ("x: num_proj=1.5", "not a valid int"),
+        ("a; a", "names repeat"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            bench_train.parse_variants(bad)
+
+
 @needs_torch
 def test_bench_train_compare_torch_runs_each_side_in_a_clean_process(tmp_path):
     """_env sets OMP_NUM_THREADS etc. as a harness would: neither side may see them, PyTorch
