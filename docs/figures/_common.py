@@ -20,6 +20,7 @@ IMG = ROOT / "docs" / "img"
 DATA_DIR = os.environ.get("NUMLSTM_DATA_DIR", str(ROOT.parent / "shared" / "data" / "ptb"))
 MEDIUM_RUN = Path(os.environ.get("NUMLSTM_MEDIUM_RUN", "/root/numlstm-medium/run"))
 GRU_RUN = Path(os.environ.get("NUMLSTM_GRU_RUN", "/tmp/learn-gru"))
+RNN_RUN = Path(os.environ.get("NUMLSTM_RNN_RUN", "/tmp/learn-rnn"))
 
 
 def machine() -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from _common import DATA_DIR, GRU_RUN, MEDIUM_RUN, copy_checkpoint
+from _common import DATA_DIR, GRU_RUN, MEDIUM_RUN, RNN_RUN, copy_checkpoint
 
 import numlstm
 from numlstm import reference as ref
@@ -20,8 +20,9 @@ def ptb():
 
 
 def trained(cell: str):
-    """(model, description) of the trained checkpoint: the Medium LSTM run or the GRU run."""
-    run = MEDIUM_RUN if cell == "lstm" else GRU_RUN
+    """(model, description) of the trained checkpoint: the Medium LSTM run, the GRU or the
+    plain-RNN run."""
+    run = {"lstm": MEDIUM_RUN, "gru": GRU_RUN, "rnn": RNN_RUN}[cell]
     copy, src = copy_checkpoint(run)
     try:
         model, _, meta = load_model(copy)
@@ -42,7 +43,7 @@ def fresh(cell: str, forget_bias: float = 0.0, seed: int = 0):
     if cell == "lstm":  # Medium: 2x650, init_scale 0.05
         return numlstm.LanguageModel(10000, 650, 2, cell="lstm", init_scale=0.05,
                                      forget_bias=forget_bias, seed=seed)  # fmt: skip
-    return numlstm.LanguageModel(10000, 200, 2, cell="gru", init_scale=0.1, seed=seed)  # Small
+    return numlstm.LanguageModel(10000, 200, 2, cell=cell, init_scale=0.1, seed=seed)  # Small
 
 
 def params64(model) -> dict[str, np.ndarray]:
@@ -71,6 +72,9 @@ def run_layers(model, p: dict, ids: np.ndarray, num_layers: int | None = None) -
                 h, c, cache = ref.lstm_step_forward(
                     x[t], h, c, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"],
                     model.forget_bias)  # fmt: skip
+            elif model.cell == "rnn":
+                h, cache = ref.rnn_step_forward(
+                    x[t], h, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.b"])  # fmt: skip
             else:
                 h, cache = ref.gru_step_forward(
                     x[t], h, p[f"l{layer}.Wx"], p[f"l{layer}.Wh"], p[f"l{layer}.bx"],
@@ -120,14 +124,17 @@ def gru_dh_prev(dh, cache):
 
 def grad_norms(cell: str, caches: list, u: np.ndarray) -> np.ndarray:
     """||dL/dh_t|| per row for t = T, T-1, ..., 0 when L = sum(u * h_T): the loss on the last
-    step only, so dhs is zero except dhs[T-1] = u. Backward one step at a time (dL6-dL2 or
-    dG5-dG2). Returns (T+1, B): row k is the distance k from the loss."""
+    step only, so dhs is zero except dhs[T-1] = u. Backward one step at a time (dL6-dL2,
+    dG5-dG2, or numlstm.reference's dR2). Returns (T+1, B): row k is the distance k from the
+    loss."""
     dh = u
     dc = np.zeros_like(u)
     norms = [np.linalg.norm(dh, axis=1)]
     for cache in reversed(caches):
         if cell == "lstm":
             dh, dc = lstm_dh_prev(dh, dc, cache)
+        elif cell == "rnn":
+            dh = ref.rnn_step_backward(dh, cache)[1]  # (dR2): dh_{t-1} = (dh_t * (1 - h_t^2)) Wh^T
         else:
             dh = gru_dh_prev(dh, cache)
         norms.append(np.linalg.norm(dh, axis=1))
