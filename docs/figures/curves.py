@@ -1,5 +1,5 @@
-"""Figure: train and valid perplexity per epoch of the PTB runs of docs/results.md, and the
-Medium run in progress.
+"""Figure: train and valid perplexity per epoch of the PTB runs of docs/results.md: Small LSTM,
+Small GRU and the Medium LSTM.
 
 The finished runs' numbers are parsed from the per-epoch tables of docs/results.md (Small LSTM
 run 8, Small GRU run 3); the Medium run's from its log.csv (copied once; NUMLSTM_MEDIUM_RUN
@@ -53,7 +53,11 @@ def main() -> None:
         "Small GRU, lr 0.5 (results.md run 3)": (results_table("**Run 3**"), "C1"),
     }
     medium, src = medium_log()
-    runs[f"Medium LSTM, in progress ({len(medium)} of 39 epochs)"] = (medium, "C2")
+    done = len(medium) == 39
+    runs["Medium LSTM" + ("" if done else f", in progress ({len(medium)} of 39 epochs)")] = (
+        medium,
+        "C2",
+    )
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, (r, color) in runs.items():
         ax.plot(r[:, 0], r[:, 2], "--o", ms=3, color=color, lw=1, label=f"{label}: train")
