@@ -716,16 +716,22 @@ def plot_history(history: list[dict], path: Path, title: str = "", log=print,
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_perplexity"] for h in history], "o-", label="train")
     ax.plot(epochs, [h["valid_perplexity"] for h in history], "s-", label="valid")
+    _finish_epoch_axes(ax, resumes, "perplexity", title)
+    _write_png(plt, fig, path)
+
+
+def _finish_epoch_axes(ax, resumes, ylabel: str, title: str, fontsize=None) -> None:
+    """What both run-folder plots share: a dotted line at each resume point, x in epochs, a log
+    y axis, the grid and the legend."""
     for k, x in enumerate(resumes):
         ax.axvline(x, color="gray", linestyle=":", linewidth=1,
                    label="resumed" if k == 0 else None)  # fmt: skip
     ax.set_xlabel("epoch")
-    ax.set_ylabel("perplexity")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    _write_png(plt, fig, path)
+    ax.legend(fontsize=fontsize)
 
 
 def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
@@ -749,13 +755,5 @@ def plot_grad_norms(grad_norms: GradNormLog, path: Path, steps_per_epoch: int,
             label=f"running median ({window} steps)")  # fmt: skip
     ax.axhline(max_grad_norm, color="k", linestyle="--", linewidth=1,
                label=f"max_grad_norm = {max_grad_norm:g} (above: clipped)")  # fmt: skip
-    for k, r in enumerate(resumes):
-        ax.axvline(r, color="gray", linestyle=":", linewidth=1,
-                   label="resumed" if k == 0 else None)  # fmt: skip
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("global gradient norm before clipping")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish_epoch_axes(ax, resumes, "global gradient norm before clipping", title, fontsize=8)
     _write_png(plt, fig, path)
