@@ -63,6 +63,15 @@ def _interrupt_at(monkeypatch, n: int) -> None:
     monkeypatch.setattr(train, "train_step", step_then_interrupt)
 
 
+def _run_stopped_after(monkeypatch, data, tmp_path, n: int) -> None:
+    """The tiny run in tmp_path, stopped by a real SIGINT after its n-th step; train_step is
+    the real one again afterwards."""
+    _interrupt_at(monkeypatch, n)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(_tiny(), data, tmp_path, **QUIET)
+    monkeypatch.undo()
+
+
 @pytest.fixture(scope="module")
 def straight(data, tmp_path_factory) -> Path:
     """An uninterrupted run: the reference every stopped run must reproduce."""
@@ -165,10 +174,7 @@ def _make_old(path: Path) -> None:
 
 def test_an_old_checkpoint_without_the_norms_resumes(data, straight, tmp_path, monkeypatch):
     n = _per_epoch(data, _tiny())
-    _interrupt_at(monkeypatch, n + 3)
-    with pytest.raises(KeyboardInterrupt):
-        train.train(_tiny(), data, tmp_path, **QUIET)
-    monkeypatch.undo()
+    _run_stopped_after(monkeypatch, data, tmp_path, n + 3)
     _make_old(tmp_path / train.CHECKPOINT)
     (tmp_path / GRAD_NORM_CSV).unlink()  # an old run folder has no such file
     messages: list[str] = []
@@ -194,10 +200,7 @@ def test_an_old_checkpoint_without_the_norms_resumes(data, straight, tmp_path, m
 
 def test_a_damaged_file_is_reported_and_training_goes_on(data, straight, tmp_path, monkeypatch):
     n = _per_epoch(data, _tiny())
-    _interrupt_at(monkeypatch, n + 3)
-    with pytest.raises(KeyboardInterrupt):
-        train.train(_tiny(), data, tmp_path, **QUIET)
-    monkeypatch.undo()
+    _run_stopped_after(monkeypatch, data, tmp_path, n + 3)
     lines = (tmp_path / GRAD_NORM_CSV).read_text().splitlines(keepends=True)
     (tmp_path / GRAD_NORM_CSV).write_text("".join(lines[:5] + lines[6:]))  # a row lost
     messages: list[str] = []
